@@ -1,0 +1,123 @@
+package replica
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/basefs/basefs/log"
+)
+
+// Rejection is an entry or block refused by Ingest, and why.
+type Rejection struct {
+	Hash   string
+	Reason string
+}
+
+// IngestResult says what Ingest did with what it was given.
+type IngestResult struct {
+	Entries    int // new entries stored
+	Blocks     int // new blocks stored
+	Duplicates int // entries already held
+	Rejected   []Rejection
+}
+
+// Ingest verifies entries and blocks received from elsewhere and stores and
+// applies those that check out. Entries must come from log.Decode (so their
+// hashes were recomputed from their bytes); their signatures are verified
+// here, on all cores, before anything is stored. Blocks are content-addressed
+// (their hash is computed here) and kept when they fit the block size. Nothing
+// invalid is stored.
+func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, error) {
+	var res IngestResult
+	r.mu.RLock()
+	if r.store == nil {
+		r.mu.RUnlock()
+		return res, errorf(Other, "", "filesystem is closed")
+	}
+	id := r.view.ID()
+	fresh := make([]*log.Entry, 0, len(entries))
+	seen := map[log.Hash]bool{}
+	for _, e := range entries {
+		h := e.Hash()
+		if seen[h] || r.store.HasEntry(h) {
+			res.Duplicates++
+			continue
+		}
+		seen[h] = true
+		if e.IsRoot() && h != id {
+			res.Rejected = append(res.Rejected, Rejection{h.String(), "root entry of another filesystem"})
+			continue
+		}
+		fresh = append(fresh, e)
+	}
+	r.mu.RUnlock()
+
+	bad := verifyAll(fresh)
+	good := fresh[:0]
+	for i, e := range fresh {
+		if bad[i] {
+			res.Rejected = append(res.Rejected, Rejection{e.Hash().String(), "bad signature"})
+			continue
+		}
+		good = append(good, e)
+	}
+
+	r.mu.Lock()
+	if r.store == nil {
+		r.mu.Unlock()
+		return res, errorf(Other, "", "filesystem is closed")
+	}
+	if r.failed != nil {
+		r.mu.Unlock()
+		return res, &Error{Kind: Other, Detail: "filesystem needs reopening after an earlier write failure", Err: r.failed}
+	}
+	// Entries first, so the block check below knows their contents.
+	var keepBlocks [][]byte
+	if len(good) > 0 {
+		r.noteContents(good)
+	}
+	for _, b := range blocks {
+		h := log.Sum(b)
+		if r.store.HasBlock(h) {
+			continue
+		}
+		if len(b) > log.BlockSize {
+			res.Rejected = append(res.Rejected, Rejection{h.String(), "block larger than the block size"})
+			continue
+		}
+		keepBlocks = append(keepBlocks, b)
+	}
+	if err := r.store.Append(good, keepBlocks); err != nil {
+		r.mu.Unlock()
+		return res, &Error{Kind: Other, Detail: "could not store received entries: " + err.Error(), Err: err}
+	}
+	res.Entries, res.Blocks = len(good), len(keepBlocks)
+	changes := r.view.Apply(good...)
+	if len(changes) == 0 {
+		r.mu.Unlock()
+		return res, nil
+	}
+	r.pubMu.Lock()
+	r.mu.Unlock()
+	defer r.pubMu.Unlock()
+	r.publish(Update{Changes: changes})
+	return res, nil
+}
+
+// verifyAll checks signatures on all cores; bad[i] reports entries[i].
+func verifyAll(entries []*log.Entry) []bool {
+	bad := make([]bool, len(entries))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(entries)/64))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(entries); i += workers {
+				bad[i] = entries[i].Verify() != nil
+			}
+		}(w)
+	}
+	wg.Wait()
+	return bad
+}
