@@ -1,0 +1,350 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/replica"
+)
+
+func cmdGenkey(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "genkey", 0, 0); err != nil {
+		return err
+	}
+	path := env.keyPath(p)
+	k, err := log.GenerateKeyFile(path, p.has("force"))
+	if errors.Is(err, log.ErrKeyExists) {
+		return fmt.Errorf("%v (use --force to replace it)", err)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write key %s: %v", path, err)
+	}
+	fmt.Fprintln(env.stdout, log.Fingerprint(k.Public().(ed25519.PublicKey)))
+	return nil
+}
+
+func cmdFingerprint(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "fingerprint", 0, 1); err != nil {
+		return err
+	}
+	path := env.keyPath(p)
+	if len(p.args) == 1 {
+		if p.has("key") {
+			return usagef("give either --key PATH or PUBFILE, not both")
+		}
+		path = p.args[0]
+	}
+	pub, err := log.ReadPublicKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no key at %s", path)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, log.Fingerprint(pub))
+	return nil
+}
+
+// checkAddr validates a HOST:PORT node address.
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return usagef("address %q: want HOST:PORT", a)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65534 {
+		return usagef("address %q: port must be 1 to 65534 (the node uses PORT and PORT+1)", a)
+	}
+	return nil
+}
+
+func splitAddrs(values []string) ([]string, error) {
+	var out []string
+	for _, v := range values {
+		for _, a := range strings.Split(v, ",") {
+			a = strings.TrimSpace(a)
+			if a == "" {
+				continue
+			}
+			if err := checkAddr(a); err != nil {
+				return nil, err
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func cmdBootstrap(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "bootstrap", 1, 1); err != nil {
+		return err
+	}
+	name := p.args[0]
+	if err := log.ValidateFSName(name); err != nil {
+		return usagef("%v", err)
+	}
+	addrs, err := splitAddrs(p.all("addr"))
+	if err != nil {
+		return err
+	}
+	if len(addrs) == 0 {
+		return usagef("bootstrap needs --addr HOST:PORT: where this filesystem's first node will listen")
+	}
+	key, err := env.loadKey(p)
+	if err != nil {
+		return err
+	}
+	r, err := replica.Create(env.fsDir(name), name, key, addrs, env.replicaOptions())
+	if err != nil {
+		return err
+	}
+	id := r.ID()
+	if err := r.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "created filesystem %s\n  id        %s\n  root key  %s\n  addresses %s\n",
+		name, id, log.Fingerprint(key.Public().(ed25519.PublicKey)), strings.Join(addrs, ", "))
+	return nil
+}
+
+func cmdGrant(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "grant", 2, 2); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	pub, err := log.ReadPublicKey(p.args[1])
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no public key file %s", p.args[1])
+	}
+	if err != nil {
+		return err
+	}
+	key, err := env.loadKey(p)
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error {
+		if _, err := b.Grant(key, path, pub, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "granted key %s write authority over %s\n", log.Fingerprint(pub), path)
+		return nil
+	})
+}
+
+func cmdRevoke(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "revoke", 2, 2); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	key, err := env.loadKey(p)
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error {
+		k, err := b.ResolveKey(p.args[1])
+		if err != nil {
+			return err
+		}
+		if _, err := b.Revoke(key, path, k, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "revoked key %s at %s; its entries seen here stay, acknowledged\n", log.Fingerprint(k[:]), path)
+		return nil
+	})
+}
+
+func cmdLog(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "log", 1, 1); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error {
+		recs, err := b.Log(path)
+		if err != nil {
+			return err
+		}
+		if p.has("json") {
+			return writeJSON(env.stdout, recs)
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "HASH\tTIME\tAUTHOR\tACTION\tPATH\tUSED")
+		for _, r := range recs {
+			what := r.Path
+			switch {
+			case r.Action == "rename":
+				what = r.Target + " -> " + r.Path
+			case r.Target != "":
+				what = r.Path + " -> " + r.Target
+			case r.Key != "":
+				what = r.Path + " key " + shortFP(r.Key)
+			}
+			used := yesNo(r.Used)
+			if r.Why != "" {
+				used = "no (" + r.Why + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", shortHash(r.Hash), time.Unix(0, r.Time).Local().Format("2006-01-02 15:04:05"),
+				shortFP(r.Author), r.Action, what, used)
+		}
+		return tw.Flush()
+	})
+}
+
+func cmdRevert(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "revert", 2, 2); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	key, err := env.loadKey(p)
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error {
+		e, err := b.ResolveEntry(path, p.args[1])
+		if err != nil {
+			return err
+		}
+		n, err := b.Revert(key, path, e.Hash(), true)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			fmt.Fprintf(env.stdout, "%s is already as it was at %s\n", path, e.Hash().Short())
+		} else {
+			fmt.Fprintf(env.stdout, "reverted %s to %s (%d new entries)\n", path, e.Hash().Short(), n)
+		}
+		return nil
+	})
+}
+
+func cmdConflicts(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "conflicts", 1, 1); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error {
+		rep, err := b.Conflicts(path)
+		if err != nil {
+			return err
+		}
+		if p.has("json") {
+			return writeJSON(env.stdout, rep)
+		}
+		if len(rep.Conflicts) == 0 && len(rep.Hidden) == 0 {
+			fmt.Fprintln(env.stdout, "no conflicts")
+			return nil
+		}
+		for _, c := range rep.Conflicts {
+			authors := make([]string, len(c.Authors))
+			for i, a := range c.Authors {
+				authors[i] = shortFP(a)
+			}
+			fmt.Fprintf(env.stdout, "%s: branch %s (head %s, by %s) lost to %s (%s)\n", c.Path, shortHash(c.Loser), shortHash(c.LoserHead),
+				strings.Join(authors, ", "), shortHash(c.Winner), c.Reason)
+		}
+		for _, h := range rep.Hidden {
+			fmt.Fprintf(env.stdout, "%s: hidden (head %s): %s\n", h.Path, shortHash(h.Head), h.Reason)
+		}
+		return nil
+	})
+}
+
+// statusJSON is `status --json`: the replica's fields plus the node's.
+type statusJSON struct {
+	replica.Status
+	Members []memberJSON `json:"members"`
+	Running bool         `json:"running"`
+}
+
+type memberJSON struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Status string `json:"status"`
+}
+
+func cmdStatus(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "status", 1, 1); err != nil {
+		return err
+	}
+	name := p.args[0]
+	return env.withBackend(name, func(b backend) error {
+		st := statusJSON{Status: b.Status(), Members: []memberJSON{}}
+		if p.has("json") {
+			return writeJSON(env.stdout, st)
+		}
+		w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(w, "name\t%s\n", st.Name)
+		fmt.Fprintf(w, "id\t%s\n", st.ID)
+		fmt.Fprintf(w, "entries\t%d (%d count, %d wait for others, %d malformed)\n", st.Entries, st.Counting, st.Pending, st.Malformed)
+		fmt.Fprintf(w, "view hash\t%s\n", st.ViewHash)
+		fmt.Fprintf(w, "paths\t%d\n", st.Paths)
+		fmt.Fprintf(w, "blocks\t%d held, %d missing\n", st.Blocks, st.MissingBlocks)
+		fmt.Fprintf(w, "node\tnot running\n")
+		for _, c := range st.Corruptions {
+			fmt.Fprintf(w, "corrupt\t%s\n", c)
+		}
+		return w.Flush()
+	})
+}
+
+func cmdVerify(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "verify", 1, 1); err != nil {
+		return err
+	}
+	name := p.args[0]
+	return env.withBackend(name, func(b backend) error {
+		rep := b.Verify()
+		fmt.Fprintf(env.stdout, "%d entries: hashes and signatures checked\n", rep.Entries)
+		fmt.Fprintf(env.stdout, "%d files: contents checked\n", rep.Files)
+		if rep.NotCounting > 0 {
+			fmt.Fprintf(env.stdout, "%d entries do not count: their authors have no authority (kept, unused)\n", rep.NotCounting)
+		}
+		if rep.Malformed > 0 {
+			fmt.Fprintf(env.stdout, "%d entries are malformed (signed, but do not fit the log; unused)\n", rep.Malformed)
+		}
+		if rep.Pending > 0 {
+			fmt.Fprintf(env.stdout, "%d entries wait for entries this node does not have yet\n", rep.Pending)
+		}
+		if rep.MissingBlocks > 0 {
+			fmt.Fprintf(env.stdout, "%d content blocks are not here yet\n", rep.MissingBlocks)
+		}
+		for _, c := range rep.Corruptions {
+			fmt.Fprintf(env.stdout, "corrupt store record: %s\n", c)
+		}
+		for _, h := range rep.BadEntries {
+			fmt.Fprintf(env.stdout, "bad hash or signature: entry %s\n", h)
+		}
+		for _, f := range rep.BadContents {
+			fmt.Fprintf(env.stdout, "content does not match its hash: %s\n", f)
+		}
+		if !rep.OK {
+			return fmt.Errorf("verify failed: %d bad entries, %d corrupt records, %d bad contents",
+				len(rep.BadEntries), len(rep.Corruptions), len(rep.BadContents))
+		}
+		fmt.Fprintln(env.stdout, "ok")
+		return nil
+	})
+}

@@ -1,0 +1,240 @@
+// Command basefs is the peer-to-peer configuration filesystem's command line:
+// keys, creating and fetching filesystems, file operations, history, and
+// running a node. See README.md and ../shared/CONTRACT.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/basefs/basefs/replica"
+)
+
+func main() {
+	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(env, os.Args[1:]))
+}
+
+// cliEnv is what a command may touch of the process: its streams and
+// environment. Tests run commands in-process with their own.
+type cliEnv struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	home           string
+	logLevel       slog.Level
+	// stopped, when set, stops a long-running command (tests).
+	stopped <-chan struct{}
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // usage after the name
+	summary string
+	flags   []flagSpec
+	run     func(env *cliEnv, p *parsed) error
+}
+
+var keyFlag = flagSpec{name: "key", value: true, valueFor: "PATH", help: "private key to sign with (default HOME/id_ed25519)"}
+
+// commands returns the command table, in the order help lists them.
+func commands() []*command {
+	return []*command{
+		{name: "genkey", args: "[--key PATH] [--force]", summary: "create a new ed25519 key pair and print its fingerprint",
+			flags: []flagSpec{keyFlag, {name: "force", help: "replace an existing key"}}, run: cmdGenkey},
+		{name: "fingerprint", args: "[--key PATH | PUBFILE]", summary: "print a key's fingerprint",
+			flags: []flagSpec{keyFlag}, run: cmdFingerprint},
+		{name: "bootstrap", args: "NAME --addr HOST:PORT[,HOST:PORT...] [--key PATH]", summary: "create filesystem NAME with your key as its root authority",
+			flags: []flagSpec{keyFlag, {name: "addr", value: true, repeat: true, valueFor: "HOST:PORT,...", help: "node addresses written to /.cluster"}}, run: cmdBootstrap},
+		{name: "ls", args: "[-l] NAME[:/path]", summary: "list a directory",
+			flags: []flagSpec{{name: "long", short: "l", help: "mode, size, time and name"}, {name: "json", help: "JSON output"}}, run: cmdLs},
+		{name: "cat", args: "NAME:/path", summary: "print a file", run: cmdCat},
+		{name: "write", args: "NAME:/path [--mode MODE] [--key PATH] < content", summary: "write stdin to a file, creating missing directories",
+			flags: []flagSpec{keyFlag, {name: "mode", value: true, valueFor: "MODE", help: "permission bits, octal"}}, run: cmdWrite},
+		{name: "mkdir", args: "[-p] NAME:/path [--key PATH]", summary: "create a directory",
+			flags: []flagSpec{keyFlag, {name: "parents", short: "p", help: "create missing parents; no error if it exists"}, {name: "mode", value: true, valueFor: "MODE", help: "permission bits, octal"}}, run: cmdMkdir},
+		{name: "rm", args: "[-r] NAME:/path [--key PATH]", summary: "remove a file, or a directory with -r",
+			flags: []flagSpec{keyFlag, {name: "recursive", short: "r", help: "remove a directory and everything in it"}, {name: "R", help: "same as -r"}}, run: cmdRm},
+		{name: "mv", args: "NAME:/from NAME:/to [--key PATH]", summary: "move or rename; into /to when it is a directory",
+			flags: []flagSpec{keyFlag}, run: cmdMv},
+		{name: "ln", args: "-s TARGET NAME:/path | NAME:/existing NAME:/path [--key PATH]", summary: "make a symbolic link (-s) or a hard link",
+			flags: []flagSpec{keyFlag, {name: "symbolic", short: "s", help: "symbolic link"}}, run: cmdLn},
+		{name: "chmod", args: "MODE NAME:/path [--key PATH]", summary: "change permission bits (octal, e.g. 640)",
+			flags: []flagSpec{keyFlag}, run: cmdChmod},
+		{name: "grant", args: "NAME:/path PUBFILE [--key PATH]", summary: "give a key write authority over /path and below",
+			flags: []flagSpec{keyFlag}, run: cmdGrant},
+		{name: "revoke", args: "NAME:/path FINGERPRINT [--key PATH]", summary: "take a key's authority over /path away",
+			flags: []flagSpec{keyFlag}, run: cmdRevoke},
+		{name: "log", args: "NAME[:/path] [--json]", summary: "history of /path and below, newest first",
+			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdLog},
+		{name: "revert", args: "NAME:/path ENTRY [--key PATH]", summary: "make /path what it was at ENTRY (a hash prefix)",
+			flags: []flagSpec{keyFlag}, run: cmdRevert},
+		{name: "conflicts", args: "NAME[:/path] [--json]", summary: "branches that lost a conflict, and hidden paths",
+			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdConflicts},
+		{name: "status", args: "NAME [--json]", summary: "this node's state of NAME",
+			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdStatus},
+		{name: "verify", args: "NAME", summary: "re-check every hash, signature and content in the local store", run: cmdVerify},
+	}
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// run runs one command line and returns the exit status.
+func run(env *cliEnv, args []string) (status int) {
+	defer func() {
+		if r := recover(); r != nil {
+			if env.getenv("BASEFS_DEBUG") != "" {
+				panic(r)
+			}
+			fmt.Fprintf(env.stderr, "basefs: internal error: %v (this is a bug; BASEFS_DEBUG=1 shows where)\n", oneLine(fmt.Sprint(r)))
+			status = 1
+		}
+	}()
+	err := dispatch(env, args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(env.stderr, "basefs: "+oneLine(err.Error()))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+var globalFlags = []flagSpec{
+	{name: "home", value: true, valueFor: "DIR", help: "node home (default $BASEFS_HOME, then ~/.basefs)"},
+	{name: "log-level", value: true, valueFor: "LEVEL", help: "debug, info, warn or error (default warn; info for run)"},
+	{name: "help", short: "h", help: "show help"},
+}
+
+func dispatch(env *cliEnv, args []string) error {
+	// Global flags come before the command.
+	i := 0
+	var global []string
+	for i < len(args) && strings.HasPrefix(args[i], "-") {
+		global = append(global, args[i])
+		if !strings.Contains(args[i], "=") && (args[i] == "--home" || args[i] == "--log-level") && i+1 < len(args) {
+			i++
+			global = append(global, args[i])
+		}
+		i++
+	}
+	gp, err := parseArgs(global, globalFlags)
+	if err != nil {
+		return err
+	}
+	if gp.has("help") || i >= len(args) || args[i] == "help" {
+		topic := ""
+		if i < len(args) && args[i] == "help" && i+1 < len(args) {
+			topic = args[i+1]
+		}
+		if i >= len(args) && !gp.has("help") {
+			return usagef("no command given (see 'basefs help')")
+		}
+		return printHelp(env.stdout, topic)
+	}
+	env.home, err = resolveHome(gp.get("home"), env.getenv)
+	if err != nil {
+		return err
+	}
+	env.logLevel = slog.LevelWarn
+	if lv := gp.get("log-level"); lv != "" {
+		if err := env.logLevel.UnmarshalText([]byte(lv)); err != nil {
+			return usagef("--log-level %q: use debug, info, warn or error", lv)
+		}
+	}
+	cmd := findCommand(args[i])
+	if cmd == nil {
+		return usagef("unknown command %q (see 'basefs help')", args[i])
+	}
+	specs := append([]flagSpec{{name: "help", short: "h"}}, cmd.flags...)
+	p, err := parseArgs(args[i+1:], specs)
+	if err != nil {
+		return usagef("%s: %v", cmd.name, err)
+	}
+	if p.has("help") {
+		return printHelp(env.stdout, cmd.name)
+	}
+	return cmd.run(env, p)
+}
+
+func printHelp(w io.Writer, topic string) error {
+	if topic != "" {
+		c := findCommand(topic)
+		if c == nil {
+			return usagef("no help for %q: unknown command", topic)
+		}
+		fmt.Fprintf(w, "usage: basefs [--home DIR] %s %s\n\n%s.\n", c.name, c.args, c.summary)
+		if len(c.flags) > 0 {
+			fmt.Fprintln(w, "\noptions:")
+			specs := append([]flagSpec(nil), c.flags...)
+			sort.Slice(specs, func(i, j int) bool { return specs[i].name < specs[j].name })
+			for _, f := range specs {
+				name := "--" + f.name
+				if f.short != "" {
+					name = "-" + f.short + ", " + name
+				}
+				if f.value {
+					name += " " + f.valueFor
+				}
+				fmt.Fprintf(w, "  %-24s %s\n", name, f.help)
+			}
+		}
+		return nil
+	}
+	fmt.Fprintln(w, "basefs: a peer-to-peer, eventually consistent configuration filesystem")
+	fmt.Fprintln(w, "\nusage: basefs [--home DIR] [--log-level LEVEL] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nPaths are written NAME:/path; a bare NAME means NAME:/.")
+	fmt.Fprintln(w, "'basefs help COMMAND' shows a command's arguments and options.")
+	return nil
+}
+
+// resolveHome picks the home directory: --home, then $BASEFS_HOME, then
+// ~/.basefs.
+func resolveHome(flagValue string, getenv func(string) string) (string, error) {
+	h := flagValue
+	if h == "" {
+		h = getenv("BASEFS_HOME")
+	}
+	if h == "" {
+		u, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("cannot find your home directory (set --home or BASEFS_HOME): %v", err)
+		}
+		h = filepath.Join(u, ".basefs")
+	}
+	return filepath.Abs(h)
+}
+
+// fsDir is where filesystem name is stored in the home.
+func (env *cliEnv) fsDir(name string) string { return filepath.Join(env.home, "fs", name) }
+
+func (env *cliEnv) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: env.logLevel}))
+}
+
+// replicaOptions are the options every command opens a replica with.
+func (env *cliEnv) replicaOptions() replica.Options {
+	return replica.Options{Logger: env.logger()}
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs basefs's full test suite, as CI does: installs build dependencies,
+# checks formatting and vet, then runs every test with the race detector.
+# Pass -short for the fast tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+scripts/deps.sh
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go vet ./...
+go test -race -timeout 80m "$@" ./...
