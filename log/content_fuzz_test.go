@@ -276,7 +276,7 @@ func TestContentWriteFuzzCorpus(t *testing.T) {
 			sum := Sum(data)
 			contentWriteCorpusFile(t, "FuzzDecodeContent", name, []byte{}, payload, base, sum[:], uint64(len(data)), uint8(e), uint8(1), uint8(0))
 			// Mode 0: the reference as an entry carries it.
-			contentWriteCorpusFile(t, "FuzzDecodeContent", name+"-ref", c.encode(), payload, base, []byte{}, uint64(0), uint8(0), uint8(0), uint8(0))
+			contentWriteCorpusFile(t, "FuzzDecodeContent", name+"-ref", c.appendTo(nil), payload, base, []byte{}, uint64(0), uint8(0), uint8(0), uint8(0))
 			switch e {
 			case EncBsdiff:
 				contentWriteCorpusFile(t, "FuzzBspatch", name, base, payload, uint32(len(data)))

@@ -105,31 +105,30 @@ func (e *Entry) schema() ([numTags]presence, bool) {
 	return s, ok
 }
 
-// encoder appends fields to a buffer.
-type encoder struct{ b []byte }
-
-func (w *encoder) field(tag int, v []byte) {
-	w.b = append(w.b, byte(tag))
-	w.b = binary.AppendUvarint(w.b, uint64(len(v)))
-	w.b = append(w.b, v...)
+// appendField appends one field: tag, length, value.
+func appendField(b []byte, tag int, v []byte) []byte {
+	b = append(b, byte(tag))
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
 }
 
-func (w *encoder) uvarint(tag int, v uint64) {
+// appendUvarintField appends a field whose value is a uvarint.
+func appendUvarintField(b []byte, tag int, v uint64) []byte {
 	var tmp [binary.MaxVarintLen64]byte
-	w.field(tag, tmp[:binary.PutUvarint(tmp[:], v)])
+	return appendField(b, tag, tmp[:binary.PutUvarint(tmp[:], v)])
 }
 
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
-// body encodes every field but the signature.
-func (e *Entry) body() ([]byte, error) {
+// appendBody appends the encoding of every field but the signature to dst.
+func (e *Entry) appendBody(dst []byte) ([]byte, error) {
 	s, ok := e.schema()
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown action %d", ErrMalformed, e.Action)
 	}
-	w := &encoder{b: make([]byte, 0, 256)}
-	w.b = append(w.b, FormatVersion, byte(e.Action))
+	w := dst
+	w = append(w, FormatVersion, byte(e.Action))
 	want := func(tag int, zero bool) bool {
 		switch s[tag] {
 		case required:
@@ -140,110 +139,122 @@ func (e *Entry) body() ([]byte, error) {
 		return false
 	}
 	if want(tagParent, e.Parent.IsZero()) {
-		w.field(tagParent, e.Parent[:])
+		w = appendField(w, tagParent, e.Parent[:])
 	}
 	if want(tagPath, e.Path == "") {
-		w.field(tagPath, []byte(e.Path))
+		w = appendField(w, tagPath, []byte(e.Path))
 	}
 	if want(tagTime, e.Time == 0) {
-		w.uvarint(tagTime, zigzag(e.Time))
+		w = appendUvarintField(w, tagTime, zigzag(e.Time))
 	}
 	if want(tagAuthor, false) {
-		w.field(tagAuthor, e.Author[:])
+		w = appendField(w, tagAuthor, e.Author[:])
 	}
 	if want(tagName, e.Name == "") {
-		w.field(tagName, []byte(e.Name))
+		w = appendField(w, tagName, []byte(e.Name))
 	}
 	if want(tagNonce, len(e.Nonce) == 0) {
-		w.field(tagNonce, e.Nonce)
+		w = appendField(w, tagNonce, e.Nonce)
 	}
 	if want(tagMode, e.Mode == 0) {
-		w.uvarint(tagMode, uint64(e.Mode))
+		w = appendUvarintField(w, tagMode, uint64(e.Mode))
 	}
 	if want(tagMTime, e.MTime == 0) {
-		w.uvarint(tagMTime, zigzag(e.MTime))
+		w = appendUvarintField(w, tagMTime, zigzag(e.MTime))
 	}
 	if want(tagContent, e.Content == nil) {
 		if e.Content == nil {
 			return nil, fmt.Errorf("%w: %s without content", ErrMalformed, e.Action)
 		}
-		w.field(tagContent, e.Content.encode())
+		var cb [256 + 32*MaxRootBlocks]byte
+		w = appendField(w, tagContent, e.Content.appendTo(cb[:0]))
 	}
 	if want(tagTarget, e.Target == "") {
-		w.field(tagTarget, []byte(e.Target))
+		w = appendField(w, tagTarget, []byte(e.Target))
 	}
 	if want(tagRef, e.Ref.IsZero()) {
-		w.field(tagRef, e.Ref[:])
+		w = appendField(w, tagRef, e.Ref[:])
 	}
 	if want(tagKey, false) {
-		w.field(tagKey, e.Key[:])
+		w = appendField(w, tagKey, e.Key[:])
 	}
 	if want(tagHashes, len(e.Hashes) == 0) {
 		hb := make([]byte, 0, 32*len(e.Hashes))
 		for _, h := range e.Hashes {
 			hb = append(hb, h[:]...)
 		}
-		w.field(tagHashes, hb)
+		w = appendField(w, tagHashes, hb)
 	}
-	return w.b, nil
+	return w, nil
 }
 
-func (c *Content) encode() []byte {
-	w := &encoder{}
-	w.uvarint(ctagSize, c.Size)
-	w.field(ctagHash, c.Hash[:])
-	w.uvarint(ctagEncoding, uint64(c.Encoding))
+func (c *Content) appendTo(dst []byte) []byte {
+	w := dst
+	w = appendUvarintField(w, ctagSize, c.Size)
+	w = appendField(w, ctagHash, c.Hash[:])
+	w = appendUvarintField(w, ctagEncoding, uint64(c.Encoding))
 	if c.Encoding.IsDelta() {
-		w.field(ctagBase, c.Base[:])
+		w = appendField(w, ctagBase, c.Base[:])
 	}
 	if c.Blocks == nil {
-		w.field(ctagInline, c.Inline)
+		w = appendField(w, ctagInline, c.Inline)
 	} else {
-		w.uvarint(ctagPayloadLen, c.PayloadLen)
-		w.uvarint(ctagDepth, uint64(c.Depth))
+		w = appendUvarintField(w, ctagPayloadLen, c.PayloadLen)
+		w = appendUvarintField(w, ctagDepth, uint64(c.Depth))
 		hb := make([]byte, 0, 32*len(c.Blocks))
 		for _, h := range c.Blocks {
 			hb = append(hb, h[:]...)
 		}
-		w.field(ctagBlocks, hb)
+		w = appendField(w, ctagBlocks, hb)
 	}
-	return w.b
+	return w
 }
 
-// Sign fills in the author and signature from priv and computes the entry's
+// sigFieldLen is the length of the signature field: tag, length (64 < 128,
+// one byte), signature.
+const sigFieldLen = 1 + 1 + ed25519.SignatureSize
+
+// Sign fills in the author, signs the entry with priv and computes its
 // encoding and hash. The entry's fields must not change afterwards.
 func (e *Entry) Sign(priv ed25519.PrivateKey) error {
 	copy(e.Author[:], priv.Public().(ed25519.PublicKey))
 	if err := e.Check(); err != nil {
 		return err
 	}
-	body, err := e.body()
+	var buf [MaxEntrySize + 1024]byte
+	msg, err := e.appendBody(append(buf[:0], signDomain...))
 	if err != nil {
 		return err
 	}
-	msg := append([]byte(signDomain), body...)
-	copy(e.Sig[:], ed25519.Sign(priv, msg))
-	w := &encoder{b: body}
-	w.field(tagSig, e.Sig[:])
-	if len(w.b) > MaxEntrySize {
-		return fmt.Errorf("%w: entry is %d bytes, more than %d", ErrMalformed, len(w.b), MaxEntrySize)
+	if len(msg)-len(signDomain)+sigFieldLen > MaxEntrySize {
+		return fmt.Errorf("%w: entry is %d bytes, more than %d", ErrMalformed, len(msg)-len(signDomain)+sigFieldLen, MaxEntrySize)
 	}
-	e.encoded = w.b
-	e.hash = Sum(w.b)
+	sig := ed25519.Sign(priv, msg)
+	w := msg
+	w = appendField(w, tagSig, sig)
+	e.encoded = bytes.Clone(w[len(signDomain):])
+	e.hash = Sum(e.encoded)
 	return nil
+}
+
+// Signature returns the entry's ed25519 signature (after Sign or Decode).
+func (e *Entry) Signature() []byte {
+	if len(e.encoded) < sigFieldLen {
+		return nil
+	}
+	return e.encoded[len(e.encoded)-ed25519.SignatureSize:]
 }
 
 // Verify checks the entry's signature against its author key. It assumes the
 // entry came from Decode or Sign (so its encoding is canonical).
 func (e *Entry) Verify() error {
-	if e.encoded == nil {
+	if len(e.encoded) < sigFieldLen {
 		return fmt.Errorf("%w: entry was never encoded", ErrMalformed)
 	}
-	sigField := 1 + 1 + 64 // tag, length (64 < 128: one byte), signature
-	body := e.encoded[:len(e.encoded)-sigField]
-	msg := make([]byte, 0, len(signDomain)+len(body))
-	msg = append(append(msg, signDomain...), body...)
-	if !ed25519.Verify(ed25519.PublicKey(e.Author[:]), msg, e.Sig[:]) {
+	body := e.encoded[:len(e.encoded)-sigFieldLen]
+	var buf [MaxEntrySize + 32]byte
+	msg := append(append(buf[:0], signDomain...), body...)
+	if !ed25519.Verify(ed25519.PublicKey(e.Author[:]), msg, e.Signature()) {
 		return ErrSignature
 	}
 	return nil
@@ -279,6 +290,7 @@ func Decode(b []byte) (*Entry, error) {
 		return nil, fmt.Errorf("%w: unknown action %d", ErrMalformed, b[1])
 	}
 	var seen [numTags]bool
+	var sig []byte
 	rest := b[2:]
 	last := 0
 	for len(rest) > 0 {
@@ -294,6 +306,13 @@ func Decode(b []byte) (*Entry, error) {
 		v := rest[1+k : 1+k+int(n)]
 		rest = rest[1+k+int(n):]
 		seen[tag] = true
+		if tag == tagSig {
+			if len(v) != ed25519.SignatureSize {
+				return nil, fmt.Errorf("%w: signature is %d bytes", ErrMalformed, len(v))
+			}
+			sig = v
+			continue
+		}
 		if err := e.setField(tag, v); err != nil {
 			return nil, err
 		}
@@ -310,17 +329,18 @@ func Decode(b []byte) (*Entry, error) {
 	if err := e.Check(); err != nil {
 		return nil, err
 	}
-	body, err := e.body()
+	var buf [MaxEntrySize + 1024]byte
+	body, err := e.appendBody(buf[:0])
 	if err != nil {
 		return nil, err
 	}
-	w := &encoder{b: body}
-	w.field(tagSig, e.Sig[:])
-	if !bytes.Equal(w.b, b) {
+	w := body
+	w = appendField(w, tagSig, sig)
+	if !bytes.Equal(w, b) {
 		return nil, fmt.Errorf("%w: not in canonical form", ErrMalformed)
 	}
-	e.encoded = w.b
-	e.hash = Sum(w.b)
+	e.encoded = bytes.Clone(b)
+	e.hash = Sum(e.encoded)
 	return e, nil
 }
 
@@ -387,8 +407,6 @@ func (e *Entry) setField(tag int, v []byte) error {
 		return fixed(e.Key[:], v, "key")
 	case tagHashes:
 		e.Hashes, err = hashList(v, MaxHashes, "hash")
-	case tagSig:
-		return fixed(e.Sig[:], v, "signature")
 	default:
 		return fmt.Errorf("%w: unknown field %d", ErrMalformed, tag)
 	}

@@ -30,6 +30,20 @@ func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 // Short returns the first 12 hex digits, for display.
 func (h Hash) Short() string { return hex.EncodeToString(h[:6]) }
 
+// MarshalText encodes the hash as 64 hex digits (so JSON shows it as a
+// string).
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText parses 64 hex digits.
+func (h *Hash) UnmarshalText(b []byte) error {
+	p, err := ParseHash(string(b))
+	if err != nil {
+		return err
+	}
+	*h = p
+	return nil
+}
+
 // ParseHash parses a full 64-digit hex hash.
 func ParseHash(s string) (Hash, error) {
 	var h Hash
@@ -136,9 +150,8 @@ type Entry struct {
 	Key    [32]byte // grant, revoke: the key granted or revoked
 	Hashes []Hash   // ack: entries acknowledged; grant: revokes superseded
 
-	Sig [64]byte
-
-	// Caches, filled by Sign and Decode.
+	// Filled by Sign and Decode: the canonical bytes (the signature is their
+	// last field; see Signature) and their hash.
 	hash    Hash
 	encoded []byte
 }
