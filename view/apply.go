@@ -8,14 +8,13 @@ import (
 
 // enode is the view's record of one entry.
 type enode struct {
-	e         *log.Entry
-	status    Status
-	counts    bool
-	level     int32
-	waitingOn log.Hash // while pending: the dependency it waits for
-	primary   cnode    // chain entries: the role at e.Path
-	moved     *cnode   // rename: the role at e.Target (acts as a delete there)
-	ref       *cnode   // revert, rename, link: the entry named by Ref
+	e       *log.Entry
+	status  Status
+	counts  bool
+	level   int32
+	primary cnode  // chain entries: the role at e.Path
+	moved   *cnode // rename: the role at e.Target (acts as a delete there)
+	ref     *cnode // revert, rename, link: the entry named by Ref
 }
 
 // cnode is one entry's place in one path's history.
@@ -100,14 +99,14 @@ func (v *View) Apply(entries ...*log.Entry) []Change {
 			v.pending++
 		}
 		if dep, missing := v.missingDep(e); missing {
-			if en.waitingOn != dep {
-				en.waitingOn = dep
+			if v.waitingOn[h] != dep {
+				v.waitingOn[h] = dep
 				v.waiting[dep] = append(v.waiting[dep], e)
 			}
 			continue
 		}
 		v.pending--
-		en.waitingOn = log.ZeroHash
+		delete(v.waitingOn, h)
 		v.attach(en)
 		v.applied++
 		if ws, ok := v.waiting[h]; ok {

@@ -288,7 +288,7 @@ func (v *View) applyEntry(c *cnode, before *State) State {
 	case log.ActSymlink:
 		return State{Kind: KindSymlink, Mode: 0o777, MTime: e.Time, Target: e.Target}
 	case log.ActLink:
-		return State{Kind: KindLink, MTime: e.Time, Target: e.Target, LinkRef: e.Ref}
+		return State{Kind: KindLink, MTime: e.Time, Target: e.Target, Link: e}
 	case log.ActMode:
 		if !before.Live() {
 			return *before

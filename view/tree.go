@@ -93,7 +93,7 @@ func (v *View) followLink(ch *chain, st *State) (string, *State) {
 		}
 		cur = ts
 	}
-	if ref, ok := v.nodes[st.LinkRef]; ok && ref.status == StatusApplied {
+	if ref, ok := v.nodes[st.Link.Ref]; ok && ref.status == StatusApplied {
 		rs := v.stateAt(&ref.primary)
 		if rs.Kind == KindFile {
 			return "", rs

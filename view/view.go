@@ -54,7 +54,7 @@ type State struct {
 	MTime   int64        // unix ns, from the entries (informational)
 	Content *log.Content // KindFile
 	Target  string       // KindSymlink: link text; KindLink: primary path
-	LinkRef log.Hash     // KindLink: the primary's entry when the link was made
+	Link    *log.Entry   // KindLink: the link entry (its Ref: the primary's entry when the link was made)
 	Inc     log.Hash     // KindDir: the incarnation its children belong to
 }
 
@@ -113,12 +113,13 @@ type View struct {
 	root    *log.Entry
 	rootKey [32]byte
 
-	nodes   map[log.Hash]*enode
-	waiting map[log.Hash][]*log.Entry // missing dependency -> entries needing it
-	pending int
-	chains  map[string]*chain
-	auth    *authority
-	byKey   map[[32]byte][]*enode // chain entries by author, for authority changes
+	nodes     map[log.Hash]*enode
+	waiting   map[log.Hash][]*log.Entry // missing dependency -> entries needing it
+	waitingOn map[log.Hash]log.Hash     // pending entry -> the dependency it waits for
+	pending   int
+	chains    map[string]*chain
+	auth      *authority
+	byKey     map[[32]byte][]*enode // chain entries by author, for authority changes
 
 	epoch uint64 // bumped when counting may have changed anywhere; guards state memos
 
@@ -141,14 +142,15 @@ func New(root *log.Entry) (*View, error) {
 		return nil, fmt.Errorf("view: %s entry %s is not a root entry", root.Action, root.Hash().Short())
 	}
 	v := &View{
-		root:    root,
-		rootKey: root.Author,
-		nodes:   make(map[log.Hash]*enode),
-		waiting: make(map[log.Hash][]*log.Entry),
-		chains:  make(map[string]*chain),
-		byKey:   make(map[[32]byte][]*enode),
-		tree:    make(map[string]*vnode),
-		epoch:   1,
+		root:      root,
+		rootKey:   root.Author,
+		nodes:     make(map[log.Hash]*enode),
+		waiting:   make(map[log.Hash][]*log.Entry),
+		waitingOn: make(map[log.Hash]log.Hash),
+		chains:    make(map[string]*chain),
+		byKey:     make(map[[32]byte][]*enode),
+		tree:      make(map[string]*vnode),
+		epoch:     1,
 	}
 	v.auth = newAuthority(root.Author)
 	v.dirty.init()
