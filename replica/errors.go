@@ -47,12 +47,20 @@ type Error struct {
 	Path   string // inside the filesystem, when there is one
 	Detail string // more words, when the kind and path do not say it all
 	Err    error  // the underlying cause, if any
+	text   string // the whole message, for errors rebuilt from elsewhere
 }
+
+// NewError returns an error of kind k whose message is exactly text (for an
+// error that crossed a process boundary and was rendered there already).
+func NewError(k Kind, text string) *Error { return &Error{Kind: k, text: text} }
 
 // Error renders the error in a user's words: "KIND: PATH" when there is no
 // detail; otherwise the detail, behind the path when the detail does not name
 // it, and behind "permission denied: " for Permission (the form scripts match).
 func (e *Error) Error() string {
+	if e.text != "" {
+		return e.text
+	}
 	if e.Detail == "" {
 		s := e.Kind.String()
 		if e.Path != "" {

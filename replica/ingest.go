@@ -93,14 +93,14 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 	}
 	res.Entries, res.Blocks = len(good), len(keepBlocks)
 	changes := r.view.Apply(good...)
-	if len(changes) == 0 {
+	if len(good) == 0 && len(keepBlocks) == 0 {
 		r.mu.Unlock()
 		return res, nil
 	}
 	r.pubMu.Lock()
 	r.mu.Unlock()
 	defer r.pubMu.Unlock()
-	r.publish(Update{Changes: changes})
+	r.publish(Update{Entries: good, Blocks: blockHashes(keepBlocks), Changes: changes})
 	return res, nil
 }
 

@@ -65,9 +65,12 @@ type Replica struct {
 	failed error // set when the store and the view disagree after a failed append
 }
 
-// Update is what listeners hear after entries were applied: the changes of
-// the visible tree, and whether the entries were written here.
+// Update is what listeners hear after entries were stored and applied: the
+// new entries (in store order) and the hashes of new blocks, the changes of
+// the visible tree they caused, and whether they were written here.
 type Update struct {
+	Entries []*log.Entry
+	Blocks  []log.Hash
 	Changes []view.Change
 	Local   bool
 }
@@ -286,7 +289,7 @@ func (r *Replica) Subscribe(fn func(Update)) (cancel func()) {
 }
 
 func (r *Replica) publish(u Update) {
-	if len(u.Changes) == 0 {
+	if len(u.Entries) == 0 && len(u.Blocks) == 0 {
 		return
 	}
 	r.subsMu.Lock()

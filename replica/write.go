@@ -85,15 +85,26 @@ func (r *Replica) run(key ed25519.PrivateKey, sync bool, build func(t *txn) erro
 	if err == nil {
 		_, err = t.commit(sync)
 	}
-	if err != nil || len(t.changes) == 0 {
+	if err != nil || len(t.entries) == 0 {
 		r.mu.Unlock()
 		return err
 	}
 	r.pubMu.Lock()
 	r.mu.Unlock()
 	defer r.pubMu.Unlock()
-	r.publish(Update{Changes: t.changes, Local: true})
+	r.publish(Update{Entries: t.entries, Blocks: blockHashes(t.blocks), Changes: t.changes, Local: true})
 	return nil
+}
+
+func blockHashes(blocks [][]byte) []log.Hash {
+	if len(blocks) == 0 {
+		return nil
+	}
+	hs := make([]log.Hash, len(blocks))
+	for i, b := range blocks {
+		hs[i] = log.Sum(b)
+	}
+	return hs
 }
 
 // requireAuthority fails unless the txn's key may write at path.
