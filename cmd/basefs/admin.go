@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/node"
 	"github.com/basefs/basefs/replica"
 )
 
@@ -135,7 +136,7 @@ func cmdGrant(env *cliEnv, p *parsed) error {
 		return err
 	}
 	return env.withBackend(name, func(b backend) error {
-		if _, err := b.Grant(key, path, pub, true); err != nil {
+		if err := b.Grant(key, path, pub); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "granted key %s write authority over %s\n", log.Fingerprint(pub), path)
@@ -160,7 +161,7 @@ func cmdRevoke(env *cliEnv, p *parsed) error {
 		if err != nil {
 			return err
 		}
-		if _, err := b.Revoke(key, path, k, true); err != nil {
+		if err := b.Revoke(key, path, k); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "revoked key %s at %s; its entries seen here stay, acknowledged\n", log.Fingerprint(k[:]), path)
@@ -220,18 +221,18 @@ func cmdRevert(env *cliEnv, p *parsed) error {
 		return err
 	}
 	return env.withBackend(name, func(b backend) error {
-		e, err := b.ResolveEntry(path, p.args[1])
+		h, err := b.ResolveEntry(path, p.args[1])
 		if err != nil {
 			return err
 		}
-		n, err := b.Revert(key, path, e.Hash(), true)
+		n, err := b.Revert(key, path, h)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
-			fmt.Fprintf(env.stdout, "%s is already as it was at %s\n", path, e.Hash().Short())
+			fmt.Fprintf(env.stdout, "%s is already as it was at %s\n", path, h.Short())
 		} else {
-			fmt.Fprintf(env.stdout, "reverted %s to %s (%d new entries)\n", path, e.Hash().Short(), n)
+			fmt.Fprintf(env.stdout, "reverted %s to %s (%d new entries)\n", path, h.Short(), n)
 		}
 		return nil
 	})
@@ -272,29 +273,23 @@ func cmdConflicts(env *cliEnv, p *parsed) error {
 	})
 }
 
-// statusJSON is `status --json`: the replica's fields plus the node's.
-type statusJSON struct {
-	replica.Status
-	Members []memberJSON `json:"members"`
-	Running bool         `json:"running"`
-}
-
-type memberJSON struct {
-	Name   string `json:"name"`
-	Addr   string `json:"addr"`
-	Status string `json:"status"`
-}
-
 func cmdStatus(env *cliEnv, p *parsed) error {
 	if err := nArgs(p, "status", 1, 1); err != nil {
 		return err
 	}
 	name := p.args[0]
 	return env.withBackend(name, func(b backend) error {
-		st := statusJSON{Status: b.Status(), Members: []memberJSON{}}
+		st, err := b.Status()
+		if err != nil {
+			return err
+		}
+		if st.Members == nil {
+			st.Members = []node.Member{}
+		}
 		if p.has("json") {
 			return writeJSON(env.stdout, st)
 		}
+		fmt.Fprintln(env.stdout, statusLine(st))
 		w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(w, "name\t%s\n", st.Name)
 		fmt.Fprintf(w, "id\t%s\n", st.ID)
@@ -302,12 +297,47 @@ func cmdStatus(env *cliEnv, p *parsed) error {
 		fmt.Fprintf(w, "view hash\t%s\n", st.ViewHash)
 		fmt.Fprintf(w, "paths\t%d\n", st.Paths)
 		fmt.Fprintf(w, "blocks\t%d held, %d missing\n", st.Blocks, st.MissingBlocks)
-		fmt.Fprintf(w, "node\tnot running\n")
+		if st.Running {
+			fmt.Fprintf(w, "node\t%s at %s\n", st.Node, st.Addr)
+			for _, m := range st.Members {
+				fmt.Fprintf(w, "member\t%s %s %s\n", m.Name, m.Addr, m.Status)
+			}
+			for _, ps := range st.Peers {
+				when := "never synced"
+				if ps.LastSync != 0 {
+					when = "last sync " + time.Since(time.Unix(0, ps.LastSync)).Round(time.Second).String() + " ago"
+				}
+				if ps.LastError != "" {
+					when += " (" + ps.LastError + ")"
+				}
+				fmt.Fprintf(w, "peer\t%s: %s\n", ps.Name, when)
+			}
+			for reason, n := range st.Rejected {
+				fmt.Fprintf(w, "rejected\t%d: %s\n", n, reason)
+			}
+			for _, f := range st.Fetching {
+				fmt.Fprintf(w, "fetching\tblock %s from %s\n", shortHash(f.Block), strings.Join(f.From, ", "))
+			}
+		}
 		for _, c := range st.Corruptions {
 			fmt.Fprintf(w, "corrupt\t%s\n", c)
 		}
 		return w.Flush()
 	})
+}
+
+// statusLine says in one line whether this node is in sync.
+func statusLine(st node.Status) string {
+	switch {
+	case !st.Running:
+		return fmt.Sprintf("%s: no node running; local store has %d entries", st.Name, st.Entries)
+	case len(st.Peers) == 0:
+		return fmt.Sprintf("%s: running, not yet synced with any peer (%d members)", st.Name, len(st.Members))
+	case st.InSync && st.MissingBlocks == 0 && st.Pending == 0:
+		return fmt.Sprintf("%s: in sync with the %d peers it has talked to", st.Name, len(st.Peers))
+	default:
+		return fmt.Sprintf("%s: catching up (%d entries wait for others, %d blocks missing)", st.Name, st.Pending, st.MissingBlocks)
+	}
 }
 
 func cmdVerify(env *cliEnv, p *parsed) error {
@@ -316,7 +346,10 @@ func cmdVerify(env *cliEnv, p *parsed) error {
 	}
 	name := p.args[0]
 	return env.withBackend(name, func(b backend) error {
-		rep := b.Verify()
+		rep, err := b.Verify()
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(env.stdout, "%d entries: hashes and signatures checked\n", rep.Entries)
 		fmt.Fprintf(env.stdout, "%d files: contents checked\n", rep.Files)
 		if rep.NotCounting > 0 {

@@ -166,8 +166,7 @@ func cmdWrite(env *cliEnv, p *parsed) error {
 		return fmt.Errorf("input is larger than the %d-byte file size limit", log.MaxFileSize)
 	}
 	return env.withBackend(name, func(b backend) error {
-		_, err := b.WriteFile(key, path, data, replica.WriteOptions{Mode: mode, Parents: true, Sync: true})
-		return err
+		return b.WriteFile(key, path, data, replica.WriteOptions{Mode: mode, Parents: true, Sync: true})
 	})
 }
 
@@ -190,7 +189,7 @@ func cmdMkdir(env *cliEnv, p *parsed) error {
 		return err
 	}
 	return env.withBackend(name, func(b backend) error {
-		return b.Mkdir(key, path, mode, p.has("parents"), true)
+		return b.Mkdir(key, path, mode, p.has("parents"))
 	})
 }
 
@@ -210,7 +209,7 @@ func cmdRm(env *cliEnv, p *parsed) error {
 		return err
 	}
 	return env.withBackend(name, func(b backend) error {
-		return b.Remove(key, path, p.has("recursive") || p.has("R"), true)
+		return b.Remove(key, path, p.has("recursive") || p.has("R"))
 	})
 }
 
@@ -240,7 +239,7 @@ func cmdMv(env *cliEnv, p *parsed) error {
 				to = log.Join(to, log.Base(from))
 			}
 		}
-		return b.Rename(key, from, to, true)
+		return b.Rename(key, from, to)
 	})
 }
 
@@ -258,7 +257,7 @@ func cmdLn(env *cliEnv, p *parsed) error {
 	}
 	if p.has("symbolic") {
 		tgt := p.args[0]
-		return env.withBackend(name, func(b backend) error { return b.Symlink(key, tgt, path, true) })
+		return env.withBackend(name, func(b backend) error { return b.Symlink(key, tgt, path) })
 	}
 	name2, existing, err := target(p.args[0])
 	if err != nil {
@@ -267,7 +266,7 @@ func cmdLn(env *cliEnv, p *parsed) error {
 	if name != name2 {
 		return usagef("hard links stay within one filesystem (%s and %s differ)", name2, name)
 	}
-	return env.withBackend(name, func(b backend) error { return b.Link(key, existing, path, true) })
+	return env.withBackend(name, func(b backend) error { return b.Link(key, existing, path) })
 }
 
 func cmdChmod(env *cliEnv, p *parsed) error {
@@ -286,7 +285,7 @@ func cmdChmod(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	return env.withBackend(name, func(b backend) error { return b.SetAttr(key, path, &mode, 0, true) })
+	return env.withBackend(name, func(b backend) error { return b.SetAttr(key, path, &mode, 0) })
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+
 	"encoding/json"
+	"github.com/basefs/basefs/node"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,12 +147,12 @@ func TestPermissionDeniedLeavesLogUnchanged(t *testing.T) {
 	c.ok("", "genkey", "--key", alice)
 	c.ok("", "grant", "demo:/home/alice", alice+".pub")
 	c.ok("hi", "write", "demo:/home/alice/notes", "--key", alice)
-	var before statusJSON
+	var before node.Status
 	json.Unmarshal([]byte(c.ok("", "status", "demo", "--json")), &before)
 	fp := strings.TrimSpace(c.ok("", "fingerprint", "--key", alice))[:8]
 	c.fails(1, "permission denied: key "+fp+" has no write authority over /etc/x", "evil", "write", "demo:/etc/x", "--key", alice)
 	c.fails(1, "permission denied", "", "rm", "-r", "demo:/home", "--key", alice)
-	var after statusJSON
+	var after node.Status
 	json.Unmarshal([]byte(c.ok("", "status", "demo", "--json")), &after)
 	if after.Entries != before.Entries || after.ViewHash != before.ViewHash {
 		t.Fatalf("refused commands changed the log: %d -> %d entries", before.Entries, after.Entries)
@@ -211,5 +213,43 @@ func TestLogRevertStatusVerify(t *testing.T) {
 	r := c.run("", "verify", "demo")
 	if r.code != 1 {
 		t.Fatalf("verify of a tampered store: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// With a node of this home running, the commands go through its control
+// socket (the store is locked by the node, so a local open would fail).
+func TestCommandsThroughRunningNode(t *testing.T) {
+	c := newCLI(t)
+	c.setup()
+	n, err := node.Start(node.Config{Dir: filepath.Join(c.home, "fs", "demo"), Control: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	c.ok("hello\n", "write", "demo:/etc/motd")
+	if got := c.ok("", "cat", "demo:/etc/motd"); got != "hello\n" {
+		t.Fatalf("cat through node: %q", got)
+	}
+	c.ok("", "mkdir", "-p", "demo:/a/b")
+	c.ok("", "mv", "demo:/etc/motd", "demo:/a/b")
+	c.ok("", "chmod", "640", "demo:/a/b/motd")
+	c.fails(1, "directory not empty", "", "rm", "demo:/a")
+	alice := filepath.Join(c.home, "alice")
+	c.ok("", "genkey", "--key", alice)
+	c.ok("", "grant", "demo:/home/alice", alice+".pub")
+	c.fails(1, "permission denied: key", "x", "write", "demo:/etc/x", "--key", alice)
+	var recs []map[string]any
+	json.Unmarshal([]byte(c.ok("", "log", "demo:/a", "--json")), &recs)
+	if len(recs) < 3 {
+		t.Fatalf("log through node: %d records", len(recs))
+	}
+	c.ok("", "revert", "demo:/a/b/motd", recs[0]["hash"].(string)[:12])
+	var st map[string]any
+	json.Unmarshal([]byte(c.ok("", "status", "demo", "--json")), &st)
+	if st["running"] != true {
+		t.Fatalf("status through node: running=%v", st["running"])
+	}
+	if !strings.HasSuffix(c.ok("", "verify", "demo"), "ok\n") {
+		t.Fatal("verify through node")
 	}
 }

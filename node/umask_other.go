@@ -1,0 +1,5 @@
+//go:build !unix
+
+package node
+
+func syscallUmask(mask int) int { return 0 }
