@@ -524,6 +524,26 @@ func recDecode(b *recBatch, verify func(*Entry) error) {
 	}
 }
 
+// storeSizeIndexes sizes the indexes of a large store before its first
+// batch is merged, by extrapolating that batch's mix of entries and blocks
+// to the whole file: growing a map of a million entries step by step costs
+// more than a tenth of the open.
+func storeSizeIndexes(s *Store, b *recBatch, size int64) {
+	var entries, blocks int64
+	for _, r := range b.recs {
+		switch r.typ {
+		case recEntry:
+			entries++
+		case recBlock:
+			blocks++
+		}
+	}
+	scale := func(n int64) int { return int(min(n*size/int64(len(b.buf)), size/recHeaderLen)) }
+	s.entryIndex = make(map[Hash]int, scale(entries))
+	s.entries = make([]*Entry, 0, scale(entries))
+	s.blocks = make(map[Hash]storeBlockLoc, scale(blocks))
+}
+
 // recCheckHeader checks a header record's payload.
 func recCheckHeader(p []byte) error {
 	if !bytes.HasPrefix(p, []byte(storeFormatName)) || len(p) != len(storeFormatName)+1 {
@@ -560,6 +580,9 @@ func (s *Store) load() error {
 	// merge adds a decoded batch to the indexes; it runs on this goroutine,
 	// in file order.
 	merge := func(b *recBatch) {
+		if len(s.entries) == 0 && len(s.blocks) == 0 && size > int64(4*len(b.buf)) {
+			storeSizeIndexes(s, b, size)
+		}
 		for i := range b.recs {
 			r := &b.recs[i]
 			if r.verify && r.typ == recEntry {
