@@ -239,22 +239,24 @@ func (e *Entry) Sign(priv ed25519.PrivateKey) error {
 
 // Signature returns the entry's ed25519 signature (after Sign or Decode).
 func (e *Entry) Signature() []byte {
-	if len(e.encoded) < sigFieldLen {
+	enc := e.Encoded()
+	if len(enc) < sigFieldLen {
 		return nil
 	}
-	return e.encoded[len(e.encoded)-ed25519.SignatureSize:]
+	return enc[len(enc)-ed25519.SignatureSize:]
 }
 
 // Verify checks the entry's signature against its author key. It assumes the
 // entry came from Decode or Sign (so its encoding is canonical).
 func (e *Entry) Verify() error {
-	if len(e.encoded) < sigFieldLen {
-		return fmt.Errorf("%w: entry was never encoded", ErrMalformed)
+	enc := e.Encoded()
+	if len(enc) < sigFieldLen {
+		return fmt.Errorf("%w: the entry's bytes are not available", ErrMalformed)
 	}
-	body := e.encoded[:len(e.encoded)-sigFieldLen]
+	body := enc[:len(enc)-sigFieldLen]
 	var buf [MaxEntrySize + 32]byte
 	msg := append(append(buf[:0], signDomain...), body...)
-	if !ed25519.Verify(ed25519.PublicKey(e.Author[:]), msg, e.Signature()) {
+	if !ed25519.Verify(ed25519.PublicKey(e.Author[:]), msg, enc[len(enc)-ed25519.SignatureSize:]) {
 		return ErrSignature
 	}
 	return nil

@@ -151,9 +151,13 @@ type Entry struct {
 	Hashes []Hash   // ack: entries acknowledged; grant: revokes superseded
 
 	// Filled by Sign and Decode: the canonical bytes (the signature is their
-	// last field; see Signature) and their hash.
+	// last field; see Signature) and their hash. An entry loaded from a store
+	// holds no copy of its bytes but where to read them (see Encoded).
 	hash    Hash
 	encoded []byte
+	src     *Store
+	srcOff  int64
+	srcLen  int32
 }
 
 // Content references a file's content. The content is encoded (compressed, or
@@ -212,8 +216,23 @@ func (e *Entry) IsRoot() bool { return e.Parent.IsZero() }
 func (e *Entry) Hash() Hash { return e.hash }
 
 // Encoded returns the entry's canonical bytes (after Sign or Decode). The
-// caller must not modify them.
-func (e *Entry) Encoded() []byte { return e.encoded }
+// caller must not modify them. For an entry loaded from a store they are read
+// back from the store file (and checked against the hash); nil means they
+// cannot be read any more (the store was closed, or the file was damaged
+// since).
+func (e *Entry) Encoded() []byte {
+	if e.encoded != nil {
+		return e.encoded
+	}
+	if e.src == nil {
+		return nil
+	}
+	b, err := e.src.readEncoded(e.srcOff, e.srcLen, e.hash)
+	if err != nil {
+		return nil
+	}
+	return b
+}
 
 // Deps returns the hashes of the entries that must be present before e can be
 // interpreted: its parent, and the entry named by Ref where the action uses it.

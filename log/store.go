@@ -602,6 +602,10 @@ func (s *Store) load() error {
 			case r.typ == recEntry:
 				h := r.entry.Hash()
 				if _, dup := s.entryIndex[h]; !dup {
+					// Keep where the bytes are, not the bytes: a large
+					// store's encodings would double its memory.
+					r.entry.encoded = nil
+					r.entry.src, r.entry.srcOff, r.entry.srcLen = s, r.off+recHeaderLen, r.n
 					s.entryIndex[h] = len(s.entries)
 					s.entries = append(s.entries, r.entry)
 				}
@@ -844,6 +848,19 @@ func (s *Store) Append(entries []*Entry, blocks [][]byte) error {
 	s.size += int64(len(buf))
 	s.written++
 	return nil
+}
+
+// readEncoded reads back the canonical bytes of a loaded entry and checks
+// them against its hash. Safe for concurrent use (ReadAt).
+func (s *Store) readEncoded(off int64, n int32, h Hash) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := s.f.ReadAt(b, off); err != nil {
+		return nil, fmt.Errorf("read entry %s from %s at offset %d: %w", h.Short(), s.path, off, err)
+	}
+	if Sum(b) != h {
+		return nil, fmt.Errorf("entry %s at offset %d of %s: %w", h.Short(), off, s.path, ErrBlockCorrupt)
+	}
+	return b, nil
 }
 
 // Sync makes every batch appended before it was called durable (fsync).

@@ -136,6 +136,11 @@ func FuzzStoreRecords(f *testing.F) {
 			}
 		}
 		entries, nblocks, cs := s.Entries(), s.NumBlocks(), s.Corruptions()
+		// Loaded entries read their bytes from the open store: copy them
+		// before closing it.
+		for i, e := range entries {
+			entries[i] = storeTestDetached(t, e)
+		}
 		s.Close()
 
 		logger, logs := storeTestLog()

@@ -181,6 +181,16 @@ func storeTestHashes(es []*Entry) []Hash {
 	return hs
 }
 
+// storeTestDetached returns a copy of e that holds its own bytes.
+func storeTestDetached(t testing.TB, e *Entry) *Entry {
+	t.Helper()
+	d, err := Decode(e.Encoded())
+	if err != nil {
+		t.Fatalf("re-decode %s: %v", e.Hash().Short(), err)
+	}
+	return d
+}
+
 func storeTestSameEntries(t testing.TB, got, want []*Entry) {
 	t.Helper()
 	g, w := storeTestHashes(got), storeTestHashes(want)
@@ -1013,5 +1023,48 @@ func TestStoreLoadModesAgree(t *testing.T) {
 				t.Fatalf("trial %d: window %d loads differently:\n%s\nvs\n%s", trial, opts.window, got, first)
 			}
 		}
+	}
+}
+
+// Loaded entries do not keep their bytes in memory; Encoded reads them back,
+// checked against the hash, while the store is open.
+func TestStoreEntriesReadBackTheirBytes(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(storeTestSeed(t), 1))
+	priv := storeTestKey(rng)
+	root := storeTestRoot(t, priv, rng)
+	batch, _ := storeTestBatch(t, priv, root.Hash(), 1, 19, 0, rng)
+	all := append([]*Entry{root}, batch...)
+	s, err := OpenStore(dir, StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(all, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenStore(dir, StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range s.Entries() {
+		if e.encoded != nil {
+			t.Fatalf("entry %d holds its bytes after open", i)
+		}
+		if !bytes.Equal(e.Encoded(), all[i].Encoded()) || e.Verify() != nil {
+			t.Fatalf("entry %d: bytes read back differ or do not verify", i)
+		}
+	}
+	// Damage the file under the open store: the bytes no longer check out.
+	e := s.Entries()[5]
+	f, _ := os.OpenFile(filepath.Join(dir, StoreFileName), os.O_RDWR, 0)
+	f.WriteAt([]byte{0xFF}, e.srcOff+int64(e.srcLen)/2)
+	f.Close()
+	if e.Encoded() != nil || e.Verify() == nil {
+		t.Fatal("damaged bytes served")
+	}
+	s.Close()
+	if s.Entries()[0].Encoded() != nil {
+		t.Fatal("bytes served after close")
 	}
 }

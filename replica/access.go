@@ -95,3 +95,33 @@ func (r *Replica) ContentBlocks(c *log.Content) (all, missing []log.Hash) {
 	all, missing, _ = log.ContentBlocks(c, s.Block)
 	return all, missing
 }
+
+// ContentComplete reports whether the content can be read on this node now:
+// it is inline, materialized, or all its blocks (and its delta base, in
+// turn) are held.
+func (r *Replica) ContentComplete(c *log.Content) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.complete(c, 0)
+}
+
+func (r *Replica) complete(c *log.Content, depth int) bool {
+	if c == nil || depth > maxDeltaChain+1 || r.store == nil {
+		return false
+	}
+	if c.Blocks == nil && !c.Encoding.IsDelta() {
+		return true
+	}
+	if r.cache.Has(c.Hash) {
+		return true
+	}
+	if c.Blocks != nil {
+		if _, missing, err := log.ContentBlocks(c, r.store.Block); err != nil || len(missing) > 0 {
+			return false
+		}
+	}
+	if c.Encoding.IsDelta() {
+		return r.complete(r.contents[c.Base], depth+1)
+	}
+	return true
+}
