@@ -11,23 +11,46 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand"
+	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
+	"github.com/hashicorp/memberlist"
+
+	"github.com/basefs/basefs/gossip"
+	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+	"github.com/basefs/basefs/view"
 )
 
-// Node is a running node. Its methods are safe for concurrent use.
-type Node struct {
-	cfg     Config
-	logger  *slog.Logger
-	r       *replica.Replica
-	control *ControlServer
+// Network is what a node needs of the network: a gossip transport bound to
+// its address, and streams for sync. RealNetwork uses the host's sockets; a
+// simulated network lets many nodes run in one process.
+type Network interface {
+	// GossipTransport returns the memberlist transport bound to addr, or nil
+	// for memberlist's own UDP+TCP sockets.
+	GossipTransport(addr string) (memberlist.Transport, error)
+	Listen(addr string) (net.Listener, error)
+	Dial(ctx context.Context, addr string) (net.Conn, error)
+}
 
-	mu      sync.Mutex
-	stopped bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+// RealNetwork is the host's network.
+type RealNetwork struct{}
+
+// GossipTransport returns nil: memberlist binds its own sockets.
+func (RealNetwork) GossipTransport(string) (memberlist.Transport, error) { return nil, nil }
+
+// Listen listens on TCP.
+func (RealNetwork) Listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// Dial dials TCP.
+func (RealNetwork) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return syncproto.TCPDial(ctx, addr)
 }
 
 // Config configures a node.
@@ -40,6 +63,62 @@ type Config struct {
 	// Control serves the control socket in Dir.
 	Control bool
 	Logger  *slog.Logger
+
+	// Bind is HOST:PORT. Gossip uses PORT (UDP and TCP), sync PORT+1 (TCP).
+	// Empty: no networking (the control socket only).
+	Bind string
+	// Advertise is the HOST:PORT others reach this node at (default Bind).
+	Advertise string
+	// Join lists addresses to join, besides those in /.cluster.
+	Join []string
+	// Network is the network underneath (nil: RealNetwork).
+	Network Network
+	// Profile is the gossip timing profile: lan (default), wan or local.
+	Profile string
+	// Keys enable gossip encryption; KeyringFile persists rotations.
+	Keys        [][]byte
+	KeyringFile string
+	// SyncInterval is the anti-entropy period (default syncproto's).
+	SyncInterval time.Duration
+	// RetryInterval is how often a node that is alone retries joining
+	// (default 5 s).
+	RetryInterval time.Duration
+	// GossipTuning overrides gossip timings (tests, simulations).
+	GossipTuning gossip.Tuning
+	// SyncLimits overrides sync limits (zero fields: defaults).
+	SyncLimits syncproto.Limits
+	// Seed seeds peer choice and jitter (0: from the clock).
+	Seed int64
+	// NoSync turns off fsync in an opened replica (simulations).
+	NoSync bool
+}
+
+// Node is a running node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	logger  *slog.Logger
+	r       *replica.Replica
+	control *ControlServer
+
+	g        *gossip.Gossip
+	sync     *syncproto.Service
+	syncAddr string
+	name     string
+
+	inbox     chan gossip.Message
+	cancelSub func()
+	fetchSem  chan struct{}
+
+	mu        sync.Mutex
+	stopped   bool
+	rejected  map[string]int64
+	peerClean map[string]bool // sync peer -> its last session found nothing to exchange
+	joinNow   chan struct{}
+	syncNow   chan struct{}
+
+	cancel context.CancelFunc
+	ctx    context.Context
+	wg     sync.WaitGroup
 }
 
 // Start opens the replica and starts the node's services.
@@ -48,24 +127,35 @@ func Start(cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Node{cfg: cfg, logger: logger}
+	if cfg.Network == nil {
+		cfg.Network = RealNetwork{}
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
+	n := &Node{cfg: cfg, logger: logger, rejected: map[string]int64{}, peerClean: map[string]bool{},
+		inbox: make(chan gossip.Message, 1024), fetchSem: make(chan struct{}, 4),
+		joinNow: make(chan struct{}, 1), syncNow: make(chan struct{}, 1)}
 	if cfg.Replica != nil {
 		n.r = cfg.Replica
 	} else {
-		r, err := replica.Open(cfg.Dir, replica.Options{Logger: logger})
+		r, err := replica.Open(cfg.Dir, replica.Options{Logger: logger, NoSync: cfg.NoSync})
 		if err != nil {
 			return nil, err
 		}
 		n.r = r
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	_ = ctx
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.Bind != "" {
+		if err := n.startNetwork(); err != nil {
+			n.shutdown()
+			return nil, err
+		}
+	}
 	if cfg.Control {
 		cs, err := listenControl(n, filepath.Join(cfg.Dir, SocketName), logger)
 		if err != nil {
-			n.closeReplica()
-			cancel()
+			n.shutdown()
 			return nil, err
 		}
 		n.control = cs
@@ -73,17 +163,469 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// syncAddrOf returns the sync address (PORT+1) of a node address.
+func syncAddrOf(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: want HOST:PORT", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65534 {
+		return "", fmt.Errorf("address %q: port must be 1 to 65534", addr)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+func (n *Node) startNetwork() error {
+	cfg := n.cfg
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = cfg.Bind
+	}
+	n.name = adv
+	syncBind, err := syncAddrOf(cfg.Bind)
+	if err != nil {
+		return err
+	}
+	if n.syncAddr, err = syncAddrOf(adv); err != nil {
+		return err
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	n.sync = syncproto.NewService(syncproto.Config{
+		Replica: n.r, Node: n.name, Addr: n.syncAddr, Peers: n.syncPeers,
+		Dial: cfg.Network.Dial, Interval: cfg.SyncInterval, Limits: cfg.SyncLimits,
+		Logger: n.logger, Rand: rand.New(rand.NewSource(seed)),
+	})
+	l, err := cfg.Network.Listen(syncBind)
+	if err != nil {
+		return fmt.Errorf("cannot listen for sync on %s: %w", syncBind, err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.sync.Serve(l); err != nil && !errors.Is(err, syncproto.ErrServerClosed) {
+			n.logger.Error("sync server stopped", "err", err)
+		}
+	}()
+	tr, err := cfg.Network.GossipTransport(cfg.Bind)
+	if err != nil {
+		return fmt.Errorf("gossip transport on %s: %w", cfg.Bind, err)
+	}
+	_, syncPort, _ := net.SplitHostPort(n.syncAddr)
+	n.g, err = gossip.New(gossip.Config{
+		NodeName: n.name, BindAddr: cfg.Bind, AdvertiseAddr: cfg.Advertise, Transport: tr,
+		Profile: cfg.Profile, FSID: n.r.ID(), Keys: cfg.Keys, KeyringFile: cfg.KeyringFile,
+		Tags: map[string]string{"sync": syncPort}, Logger: n.logger,
+		OnMessage: n.onMessage, OnMember: n.onMember, Tuning: cfg.GossipTuning,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot start gossip on %s: %w", cfg.Bind, err)
+	}
+	n.cancelSub = n.r.Subscribe(n.onUpdate)
+	n.wg.Add(3)
+	go n.ingestLoop()
+	go n.joinLoop()
+	go n.syncLoop()
+	return nil
+}
+
 // Replica returns the node's replica.
 func (n *Node) Replica() *replica.Replica { return n.r }
+
+// Name returns the node's name in the cluster (its advertised address).
+func (n *Node) Name() string { return n.name }
+
+// Gossip returns the node's gossip layer (nil without networking).
+func (n *Node) Gossip() *gossip.Gossip { return n.g }
+
+// SyncService returns the node's sync layer (nil without networking).
+func (n *Node) SyncService() *syncproto.Service { return n.sync }
+
+// SyncNow asks the node to run an anti-entropy session soon.
+func (n *Node) SyncNow() {
+	select {
+	case n.syncNow <- struct{}{}:
+	default:
+	}
+}
+
+// clusterAddrs reads /.cluster: one HOST:PORT per line (# comments allowed).
+func (n *Node) clusterAddrs() []string {
+	b, err := n.r.ReadFile(replica.ClusterFile)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// joinTargets are the addresses to join: --join and /.cluster, not self.
+func (n *Node) joinTargets() []string {
+	seen := map[string]bool{n.name: true, n.cfg.Bind: true}
+	var out []string
+	for _, a := range append(append([]string(nil), n.cfg.Join...), n.clusterAddrs()...) {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// aliveOthers counts alive members other than this node.
+func (n *Node) aliveOthers() int {
+	c := 0
+	for _, m := range n.g.Members() {
+		if m.Name != n.name && m.Status == "alive" {
+			c++
+		}
+	}
+	return c
+}
+
+// joinLoop joins the known addresses, and retries while the node is alone.
+func (n *Node) joinLoop() {
+	defer n.wg.Done()
+	for {
+		if n.aliveOthers() == 0 {
+			if targets := n.joinTargets(); len(targets) > 0 {
+				if k, err := n.g.Join(targets); err != nil && k == 0 {
+					n.logger.Debug("join: nobody answered yet", "targets", targets, "err", err)
+				} else if k > 0 {
+					n.logger.Info("joined the cluster", "contacted", k)
+					n.SyncNow()
+				}
+			}
+		}
+		t := time.NewTimer(n.cfg.RetryInterval)
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-n.joinNow:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// syncPeers lists the sync addresses of the alive members; when gossip knows
+// nobody, the addresses of /.cluster and --join.
+func (n *Node) syncPeers() []string {
+	var out []string
+	if n.g != nil {
+		for _, m := range n.g.Members() {
+			if m.Name == n.name || m.Status != "alive" {
+				continue
+			}
+			host, _, err := net.SplitHostPort(m.Addr)
+			if err != nil {
+				continue
+			}
+			if p := m.Tags["sync"]; p != "" {
+				out = append(out, net.JoinHostPort(host, p))
+			} else if a, err := syncAddrOf(m.Addr); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	if len(out) == 0 {
+		for _, a := range n.joinTargets() {
+			if s, err := syncAddrOf(a); err == nil {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// syncLoop runs anti-entropy: one session every interval (jittered), and
+// one at once when asked (a member joined, entries wait for parents).
+func (n *Node) syncLoop() {
+	defer n.wg.Done()
+	interval := n.cfg.SyncInterval
+	if interval <= 0 {
+		interval = syncproto.DefaultInterval
+	}
+	rng := rand.New(rand.NewSource(n.cfg.Seed + 1))
+	for {
+		wait := interval + time.Duration((rng.Float64()*0.2-0.1)*float64(interval))
+		t := time.NewTimer(wait)
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-n.syncNow:
+		case <-t.C:
+		}
+		t.Stop()
+		ctx, cancel := context.WithTimeout(n.ctx, max(30*time.Second, 3*interval))
+		peer, st, ok, err := n.sync.Syncer.Step(ctx)
+		cancel()
+		if !ok {
+			continue
+		}
+		clean := err == nil && (st.InSync || st.EntriesReceived+st.EntriesSent+st.BlocksReceived+st.BlocksSent == 0)
+		n.mu.Lock()
+		n.peerClean[peer] = clean
+		n.mu.Unlock()
+		if err != nil && n.ctx.Err() == nil {
+			n.logger.Debug("sync failed", "peer", peer, "err", err)
+		} else if !clean {
+			n.logger.Debug("synced", "peer", peer, "received", st.EntriesReceived, "sent", st.EntriesSent, "blocks", st.BlocksReceived)
+		}
+	}
+}
+
+// onMember reacts to membership: a new member is synced with soon.
+func (n *Node) onMember(ev gossip.MemberEvent) {
+	if ev.Type == "join" {
+		n.SyncNow()
+	}
+	for _, m := range ev.Members {
+		n.logger.Info("member "+ev.Type, "name", m.Name, "addr", m.Addr)
+	}
+}
+
+// onMessage queues a gossip message for the ingest loop. It never blocks:
+// when the queue is full the message is dropped and anti-entropy repairs.
+func (n *Node) onMessage(from string, m gossip.Message) {
+	select {
+	case n.inbox <- m:
+	default:
+		n.reject("gossip queue full (repaired by sync)", int64(len(m.Entries)))
+	}
+}
+
+func (n *Node) reject(reason string, k int64) {
+	if k == 0 {
+		return
+	}
+	n.mu.Lock()
+	n.rejected[reason] += k
+	n.mu.Unlock()
+}
+
+// ingestLoop verifies and stores what gossip brings, in batches, and pulls
+// what it only announced or what the new entries need.
+func (n *Node) ingestLoop() {
+	defer n.wg.Done()
+	for {
+		var batch []gossip.Message
+		select {
+		case <-n.ctx.Done():
+			return
+		case m := <-n.inbox:
+			batch = append(batch, m)
+		}
+	more:
+		for len(batch) < 256 {
+			select {
+			case m := <-n.inbox:
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		n.ingest(batch)
+	}
+}
+
+func (n *Node) ingest(batch []gossip.Message) {
+	var entries []*log.Entry
+	var blocks [][]byte
+	want := map[string][]log.Hash{} // origin -> entries announced by hash
+	origins := map[string]bool{}
+	for _, m := range batch {
+		bad := 0
+		for _, b := range m.Entries {
+			e, err := log.Decode(b)
+			if err != nil {
+				bad++
+				continue
+			}
+			entries = append(entries, e)
+		}
+		if bad > 0 {
+			n.reject("malformed entry in gossip", int64(bad))
+			n.g.ReportInvalid(m.Origin, bad, log.ErrMalformed)
+		}
+		blocks = append(blocks, m.Blocks...)
+		for _, h := range m.Hashes {
+			if !n.r.HasEntry(h) {
+				want[m.Origin] = append(want[m.Origin], h)
+			}
+		}
+		origins[m.Origin] = true
+	}
+	res, err := n.r.Ingest(entries, blocks)
+	if err != nil {
+		n.logger.Warn("could not store gossiped entries", "err", err)
+		return
+	}
+	for _, rj := range res.Rejected {
+		n.reject(rj.Reason+" (gossip)", 1)
+	}
+	if len(res.Rejected) > 0 {
+		for o := range origins {
+			n.g.ReportInvalid(o, len(res.Rejected), errors.New(res.Rejected[0].Reason))
+			break
+		}
+	}
+	// Pull from the announcers what was announced by hash, what new entries
+	// wait for (their parents), and the blocks of new contents.
+	var needBlocks []log.Hash
+	for _, e := range entries {
+		if c := e.Content; c != nil && c.Blocks != nil {
+			_, missing := n.r.ContentBlocks(c)
+			needBlocks = append(needBlocks, missing...)
+		}
+	}
+	var missingDeps []log.Hash
+	n.r.View(func(v *view.View) { missingDeps = v.Missing() })
+	if len(missingDeps) > 64 {
+		missingDeps = missingDeps[:64]
+	}
+	for o := range origins {
+		hs := append(want[o], missingDeps...)
+		n.fetch(o, hs, needBlocks)
+	}
+}
+
+// fetch pulls entries and blocks from the node named origin, in the
+// background and bounded; failures are left to anti-entropy.
+func (n *Node) fetch(origin string, entries, blocks []log.Hash) {
+	if len(entries) == 0 && len(blocks) == 0 {
+		return
+	}
+	addr := n.syncAddrOfMember(origin)
+	if addr == "" {
+		n.SyncNow()
+		return
+	}
+	select {
+	case n.fetchSem <- struct{}{}:
+	default:
+		n.SyncNow() // enough fetches under way; a sync will catch up
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() { <-n.fetchSem }()
+		ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+		defer cancel()
+		if len(entries) > 0 {
+			if _, err := n.sync.FetchEntries(ctx, addr, entries); err != nil {
+				n.logger.Debug("fetch entries", "from", addr, "err", err)
+			}
+		}
+		if len(blocks) > 0 {
+			if _, err := n.sync.FetchBlocks(ctx, addr, blocks); err != nil {
+				n.logger.Debug("fetch blocks", "from", addr, "err", err)
+			}
+		}
+	}()
+}
+
+// syncAddrOfMember finds the sync address of the member named name.
+func (n *Node) syncAddrOfMember(name string) string {
+	for _, m := range n.g.Members() {
+		if m.Name != name {
+			continue
+		}
+		host, _, err := net.SplitHostPort(m.Addr)
+		if err != nil {
+			return ""
+		}
+		if p := m.Tags["sync"]; p != "" {
+			return net.JoinHostPort(host, p)
+		}
+	}
+	if a, err := syncAddrOf(name); err == nil {
+		return a
+	}
+	return ""
+}
+
+// gossipedBlocks is how many blocks of a small file travel with its entry.
+const gossipedBlocks = 8
+
+// onUpdate announces entries written here at once, with the first blocks
+// of small files.
+func (n *Node) onUpdate(u replica.Update) {
+	if !u.Local || n.g == nil {
+		return
+	}
+	entries := make([][]byte, 0, len(u.Entries))
+	var blocks [][]byte
+	for _, e := range u.Entries {
+		entries = append(entries, e.Encoded())
+		if c := e.Content; c != nil && c.Blocks != nil && c.Depth == 0 && len(c.Blocks) <= gossipedBlocks {
+			for _, h := range c.Blocks {
+				if b, err := n.r.Block(h); err == nil {
+					blocks = append(blocks, b)
+				}
+			}
+		}
+	}
+	if err := n.g.Announce(entries, blocks); err != nil {
+		n.logger.Warn("could not announce entries", "err", err)
+	}
+}
 
 // Status reports the node's state.
 func (n *Node) Status() Status {
 	st := Status{Status: n.r.Status(), Running: true, Members: []Member{}}
+	if n.g == nil {
+		return st
+	}
+	st.Node, st.Addr = n.name, n.name
+	for _, m := range n.g.Members() {
+		st.Members = append(st.Members, Member{Name: m.Name, Addr: m.Addr, Status: m.Status})
+	}
+	ss := n.sync.Status()
+	st.Peers, st.Fetching = ss.Peers, ss.Fetching
+	n.mu.Lock()
+	st.Rejected = map[string]int64{}
+	for k, v := range n.rejected {
+		st.Rejected[k] = v
+	}
+	clean := len(n.peerClean) > 0
+	for _, c := range n.peerClean {
+		clean = clean && c
+	}
+	n.mu.Unlock()
+	for _, p := range ss.Peers {
+		for reason, k := range p.Rejections {
+			st.Rejected[reason+" (sync)"] += k
+		}
+	}
+	gs := n.g.Stats()
+	if gs.DecodeFailures > 0 {
+		st.Rejected["undecodable gossip event"] += gs.DecodeFailures
+	}
+	if len(st.Rejected) == 0 {
+		st.Rejected = nil
+	}
+	st.InSync = clean && st.MissingBlocks == 0 && st.Pending == 0
 	return st
 }
 
-// Stop stops the node's services, syncs and closes the replica (unless it
-// was given in Config).
+// Stop leaves the cluster, stops the node's services, syncs and closes the
+// replica (unless it was given in Config).
 func (n *Node) Stop() error {
 	n.mu.Lock()
 	if n.stopped {
@@ -92,17 +634,38 @@ func (n *Node) Stop() error {
 	}
 	n.stopped = true
 	n.mu.Unlock()
+	return n.shutdown()
+}
+
+func (n *Node) shutdown() error {
 	var errs []error
 	if n.control != nil {
 		errs = append(errs, n.control.Close())
 	}
-	n.cancel()
+	if n.g != nil {
+		if err := n.g.Leave(); err != nil {
+			n.logger.Debug("leave", "err", err)
+		}
+		errs = append(errs, n.g.Shutdown())
+	}
+	if n.cancelSub != nil {
+		n.cancelSub()
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.sync != nil {
+		errs = append(errs, n.sync.Close())
+	}
 	n.wg.Wait()
 	errs = append(errs, n.closeReplica())
 	return errors.Join(errs...)
 }
 
 func (n *Node) closeReplica() error {
+	if n.r == nil {
+		return nil
+	}
 	if n.cfg.Replica != nil {
 		return n.r.Sync()
 	}

@@ -1,19 +1,24 @@
 package node
 
-import "github.com/basefs/basefs/replica"
+import (
+	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+)
 
 // Status is one node's state of one filesystem, as `status --json` shows it:
-// the replica's fields, and — when a node runs — its network view.
+// the replica's fields and — when a node runs — its network view.
 type Status struct {
 	replica.Status
-	Running  bool           `json:"running"`
-	Node     string         `json:"node,omitempty"` // this node's name in the cluster
-	Addr     string         `json:"addr,omitempty"` // the address it serves
-	Members  []Member       `json:"members"`
-	Peers    []PeerSync     `json:"peers,omitempty"`
-	Rejected map[string]int `json:"rejected,omitempty"` // entries and blocks refused, by reason
-	Fetching []BlockFetch   `json:"fetching,omitempty"` // missing blocks being fetched
-	InSync   bool           `json:"in_sync"`            // the last sync with every peer it has talked to found nothing to exchange
+	Running  bool                   `json:"running"`
+	Node     string                 `json:"node,omitempty"` // this node's name in the cluster
+	Addr     string                 `json:"addr,omitempty"` // the address it serves (gossip; sync is the next port)
+	Members  []Member               `json:"members"`
+	Peers    []syncproto.PeerStatus `json:"peers,omitempty"`
+	Rejected map[string]int64       `json:"rejected,omitempty"` // entries and blocks refused, by reason
+	Fetching []syncproto.BlockFetch `json:"fetching,omitempty"` // missing blocks and who they are asked from
+	// InSync: the last sync with every peer this node has synced with
+	// brought nothing new, and nothing is missing or waiting.
+	InSync bool `json:"in_sync"`
 }
 
 // Member is a cluster member as gossip sees it.
@@ -21,22 +26,4 @@ type Member struct {
 	Name   string `json:"name"`
 	Addr   string `json:"addr"`
 	Status string `json:"status"`
-}
-
-// PeerSync is what anti-entropy knows of one peer.
-type PeerSync struct {
-	Name      string `json:"name"`
-	LastSync  int64  `json:"last_sync,omitempty"` // unix ns of the last completed sync; 0: never
-	LastError string `json:"last_error,omitempty"`
-	Sent      int64  `json:"entries_sent"`
-	Received  int64  `json:"entries_received"`
-	BytesOut  int64  `json:"bytes_out"`
-	BytesIn   int64  `json:"bytes_in"`
-	WasInSync bool   `json:"was_in_sync"` // the last sync exchanged nothing
-}
-
-// BlockFetch is a missing block and the peers it is asked from.
-type BlockFetch struct {
-	Block string   `json:"block"`
-	From  []string `json:"from"`
 }

@@ -304,19 +304,31 @@ func cmdStatus(env *cliEnv, p *parsed) error {
 			}
 			for _, ps := range st.Peers {
 				when := "never synced"
-				if ps.LastSync != 0 {
-					when = "last sync " + time.Since(time.Unix(0, ps.LastSync)).Round(time.Second).String() + " ago"
+				if !ps.LastSync.IsZero() {
+					when = "last sync " + time.Since(ps.LastSync).Round(time.Second).String() + " ago"
 				}
 				if ps.LastError != "" {
-					when += " (" + ps.LastError + ")"
+					when += " (last error: " + ps.LastError + ")"
 				}
-				fmt.Fprintf(w, "peer\t%s: %s\n", ps.Name, when)
+				who := ps.Name
+				if who == "" {
+					who = ps.Peer
+				}
+				fmt.Fprintf(w, "peer\t%s: %s, %d entries in, %d out\n", who, when, ps.EntriesReceived, ps.EntriesSent)
 			}
 			for reason, n := range st.Rejected {
 				fmt.Fprintf(w, "rejected\t%d: %s\n", n, reason)
 			}
 			for _, f := range st.Fetching {
-				fmt.Fprintf(w, "fetching\tblock %s from %s\n", shortHash(f.Block), strings.Join(f.From, ", "))
+				from := f.From
+				if from == "" {
+					from = "the next peer synced with"
+				}
+				line := fmt.Sprintf("block %s from %s", shortHash(f.Hash), from)
+				if len(f.NotAt) > 0 {
+					line += " (not at " + strings.Join(f.NotAt, ", ") + ")"
+				}
+				fmt.Fprintf(w, "fetching\t%s\n", line)
 			}
 		}
 		for _, c := range st.Corruptions {

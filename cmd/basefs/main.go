@@ -29,6 +29,7 @@ type cliEnv struct {
 	getenv         func(string) string
 	home           string
 	logLevel       slog.Level
+	logLevelSet    bool // --log-level was given
 	// stopped, when set, stops a long-running command (tests).
 	stopped <-chan struct{}
 }
@@ -81,6 +82,9 @@ func commands() []*command {
 		{name: "status", args: "NAME [--json]", summary: "this node's state of NAME",
 			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdStatus},
 		{name: "verify", args: "NAME", summary: "re-check every hash, signature and content in the local store", run: cmdVerify},
+		{name: "get", args: "NAME HOST:PORT", summary: "fetch filesystem NAME from a running node, verifying all of it", run: cmdGet},
+		{name: "run", args: "NAME [--bind HOST:PORT] [--join HOST:PORT,...] [--profile lan|wan|local] [--encrypt KEYFILE]", summary: "run a node in the foreground until interrupted",
+			flags: runFlags, run: cmdRun},
 	}
 }
 
@@ -159,6 +163,7 @@ func dispatch(env *cliEnv, args []string) error {
 		if err := env.logLevel.UnmarshalText([]byte(lv)); err != nil {
 			return usagef("--log-level %q: use debug, info, warn or error", lv)
 		}
+		env.logLevelSet = true
 	}
 	cmd := findCommand(args[i])
 	if cmd == nil {

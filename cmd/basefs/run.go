@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/basefs/basefs/gossip"
+	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/node"
+	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+)
+
+// runFlags are the flags of run (mount adds to them).
+var runFlags = []flagSpec{
+	keyFlag,
+	{name: "bind", value: true, valueFor: "HOST:PORT", help: "where this node listens (PORT gossip, PORT+1 sync); default: its address in /.cluster"},
+	{name: "advertise", value: true, valueFor: "HOST:PORT", help: "the address others reach this node at (default --bind)"},
+	{name: "join", value: true, repeat: true, valueFor: "HOST:PORT,...", help: "nodes to join, besides those in /.cluster"},
+	{name: "profile", value: true, valueFor: "lan|wan|local", help: "gossip timing profile (default lan)"},
+	{name: "encrypt", value: true, valueFor: "KEYFILE", help: "encrypt gossip with the shared key(s) in KEYFILE (base64, first is primary)"},
+	{name: "sync-interval", value: true, valueFor: "DURATION", help: "anti-entropy period (default 5s)"},
+}
+
+func cmdGet(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "get", 2, 2); err != nil {
+		return err
+	}
+	name, addr := p.args[0], p.args[1]
+	if err := log.ValidateFSName(name); err != nil {
+		return usagef("%v", err)
+	}
+	if err := checkAddr(addr); err != nil {
+		return err
+	}
+	syncAddr, err := nodeSyncAddr(addr)
+	if err != nil {
+		return err
+	}
+	dir := env.fsDir(name)
+	if c, err := node.DialControl(dir); err == nil {
+		c.Close()
+		return fmt.Errorf("a node of this home is running %s; stop it before get (it keeps itself up to date)", name)
+	}
+	isTerm := false
+	if f, ok := env.stderr.(*os.File); ok {
+		isTerm = term.IsTerminal(int(f.Fd()))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := syncproto.GetWithOptions(ctx, nil, syncAddr, dir, name, syncproto.NewProgressPrinter(env.stderr, isTerm),
+		syncproto.GetOptions{Logger: env.logger()})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("get interrupted; what arrived is stored and verified: run 'basefs get %s %s' again to finish", name, addr)
+		}
+		if errors.Is(err, syncproto.ErrForged) {
+			return fmt.Errorf("refused %s's data: %v (nothing of it was stored)", addr, err)
+		}
+		return fmt.Errorf("get %s from %s: %v", name, addr, err)
+	}
+	fmt.Fprintf(env.stdout, "fetched %s from %s: %d entries, %d blocks, %s in %s\n", name, addr,
+		res.HeldBefore+res.Entries, res.Blocks, byteCount(res.BytesReceived), res.Duration.Round(time.Millisecond))
+	fmt.Fprintf(env.stdout, "run it with: basefs run %s --bind HOST:PORT\n", name)
+	return nil
+}
+
+// nodeSyncAddr is the sync address (PORT+1) of a node address.
+func nodeSyncAddr(addr string) (string, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	var p int
+	fmt.Sscanf(port, "%d", &p)
+	return net.JoinHostPort(host, fmt.Sprint(p+1)), nil
+}
+
+func byteCount(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// localBind picks the address in /.cluster that belongs to this host.
+func localBind(r *replica.Replica) (string, bool) {
+	b, err := r.ReadFile(replica.ClusterFile)
+	if err != nil {
+		return "", false
+	}
+	ifaces, _ := net.InterfaceAddrs()
+	local := map[string]bool{}
+	for _, a := range ifaces {
+		if ipn, ok := a.(*net.IPNet); ok {
+			local[ipn.IP.String()] = true
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		host, _, err := net.SplitHostPort(line)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && (local[ip.String()] || ip.IsLoopback() && ip.Equal(net.IPv4(127, 0, 0, 1))) {
+			// 127.0.0.1 is always ours; other loopback addresses are
+			// left to --bind, since several nodes may share a host.
+			if checkAddr(line) == nil {
+				return line, true
+			}
+		}
+	}
+	return "", false
+}
+
+// nodeConfig builds a node configuration from run's flags.
+func (env *cliEnv) nodeConfig(name string, p *parsed) (node.Config, error) {
+	dir := env.fsDir(name)
+	cfg := node.Config{Dir: dir, Control: true, Logger: env.logger(), Bind: p.get("bind"), Advertise: p.get("advertise"), Profile: p.get("profile")}
+	if cfg.Bind != "" {
+		if err := checkAddr(cfg.Bind); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.Advertise != "" {
+		if err := checkAddr(cfg.Advertise); err != nil {
+			return cfg, err
+		}
+	}
+	switch cfg.Profile {
+	case "", "lan", "wan", "local":
+	default:
+		return cfg, usagef("--profile %q: use lan, wan or local", cfg.Profile)
+	}
+	joins, err := splitAddrs(p.all("join"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Join = joins
+	if s := p.get("sync-interval"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 100*time.Millisecond {
+			return cfg, usagef("--sync-interval %q: give a duration of at least 100ms, like 5s", s)
+		}
+		cfg.SyncInterval = d
+	}
+	if kf := p.get("encrypt"); kf != "" {
+		keys, err := gossip.ReadKeyFile(kf)
+		if err != nil {
+			return cfg, fmt.Errorf("--encrypt %s: %v", kf, err)
+		}
+		cfg.Keys = keys
+		cfg.KeyringFile = filepath.Join(dir, "keyring.json")
+	}
+	return cfg, nil
+}
+
+func cmdRun(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "run", 1, 1); err != nil {
+		return err
+	}
+	return env.runNode(p.args[0], p, "")
+}
+
+// runNode runs a node for name in the foreground until SIGINT or SIGTERM.
+func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
+	if err := log.ValidateFSName(name); err != nil {
+		return usagef("%v", err)
+	}
+	dir := env.fsDir(name)
+	if !replica.Exists(dir) {
+		return fmt.Errorf("no filesystem %s in %s (create it with 'basefs bootstrap %s' or fetch it with 'basefs get %s HOST:PORT')", name, env.home, name, name)
+	}
+	if !env.logLevelSet {
+		env.logLevel = slog.LevelInfo
+	}
+	cfg, err := env.nodeConfig(name, p)
+	if err != nil {
+		return err
+	}
+	r, err := replica.Open(dir, env.replicaOptions())
+	if err != nil {
+		if replica.IsKind(err, replica.Busy) {
+			return fmt.Errorf("filesystem %s is already in use by another basefs process (is a node running?)", name)
+		}
+		return err
+	}
+	if cfg.Bind == "" {
+		b, ok := localBind(r)
+		if !ok {
+			r.Close()
+			return usagef("give --bind HOST:PORT: none of the addresses in %s:%s is this host's", name, replica.ClusterFile)
+		}
+		cfg.Bind = b
+	}
+	cfg.Replica = r
+	defer r.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	lg := env.logger()
+	lg.Info("node running", "fs", name, "id", r.ID().Short(), "addr", cfg.Bind, "entries", r.NumEntries())
+	extras, err := env.startExtras(n, name, p, mountDir)
+	if err != nil {
+		n.Stop()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-env.stopped:
+	}
+	lg.Info("stopping: leaving the cluster")
+	var errs []error
+	for i := len(extras) - 1; i >= 0; i-- {
+		errs = append(errs, extras[i]())
+	}
+	errs = append(errs, n.Stop())
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	lg.Info("stopped")
+	return nil
+}
+
+// startExtras starts what runs beside the node (mount, handlers) and returns
+// their stop functions, in start order.
+func (env *cliEnv) startExtras(n *node.Node, name string, p *parsed, mountDir string) ([]func() error, error) {
+	return nil, nil
+}
