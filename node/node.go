@@ -178,6 +178,9 @@ func syncAddrOf(addr string) (string, error) {
 
 func (n *Node) startNetwork() error {
 	cfg := n.cfg
+	// Peers may send anything: entries by keys with no standing are dropped
+	// rather than stored (anti-entropy brings back any that gain it).
+	n.r.SetDropUnauthorized(true)
 	adv := cfg.Advertise
 	if adv == "" {
 		adv = cfg.Bind

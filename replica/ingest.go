@@ -71,6 +71,13 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 		r.mu.Unlock()
 		return res, &Error{Kind: Other, Detail: "filesystem needs reopening after an earlier write failure", Err: r.failed}
 	}
+	if r.dropUnauthorized {
+		var dropped []*log.Entry
+		good, dropped = r.withStanding(good)
+		for _, e := range dropped {
+			res.Rejected = append(res.Rejected, Rejection{e.Hash().String(), "no authority"})
+		}
+	}
 	// Entries first, so the block check below knows their contents.
 	var keepBlocks [][]byte
 	if len(good) > 0 {
@@ -102,6 +109,92 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 	defer r.pubMu.Unlock()
 	r.publish(Update{Entries: good, Blocks: blockHashes(keepBlocks), Changes: changes})
 	return res, nil
+}
+
+// SetDropUnauthorized makes Ingest drop entries whose authors have no
+// standing for their paths (a running node's defence against peers flooding
+// it with entries by ungranted keys). Local writes and get are not affected.
+// Dropping loses nothing valid: an entry dropped because its grant had not
+// arrived yet is sent again by anti-entropy once it has.
+func (r *Replica) SetDropUnauthorized(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropUnauthorized = on
+}
+
+// withStanding splits entries into those whose authors may write where they
+// write — by the view's grants and acks, or by grants and acks that arrive in
+// the same batch from authors with standing — and the others. Callers hold
+// r.mu.
+func (r *Replica) withStanding(entries []*log.Entry) (keep, drop []*log.Entry) {
+	var rootKey [32]byte
+	var v = r.view
+	rootKey = v.RootKey()
+	granted := map[[32]byte][]string{} // key -> paths granted in this batch
+	acked := map[log.Hash][]string{}   // entry -> ack paths in this batch
+	standing := func(author [32]byte, p string) bool {
+		if author == rootKey {
+			return true
+		}
+		if _, ok := v.Level(author, p); ok {
+			return true
+		}
+		for _, gp := range granted[author] {
+			if log.IsAtOrUnder(p, gp) {
+				return true
+			}
+		}
+		return false
+	}
+	ok := func(e *log.Entry) bool {
+		paths := []string{e.Path}
+		if e.Action == log.ActRename {
+			paths = append(paths, e.Target)
+		}
+		for _, p := range paths {
+			if standing(e.Author, p) || v.AckedAt(e.Hash(), p) {
+				continue
+			}
+			covered := false
+			for _, ap := range acked[e.Hash()] {
+				if log.IsAtOrUnder(p, ap) {
+					covered = true
+				}
+			}
+			if !covered {
+				return false
+			}
+		}
+		return true
+	}
+	// Grants and acks with standing widen what counts for the rest of the
+	// batch; iterate until nothing more is admitted.
+	admitted := make([]bool, len(entries))
+	for changed := true; changed; {
+		changed = false
+		for i, e := range entries {
+			if admitted[i] || !ok(e) {
+				continue
+			}
+			admitted[i], changed = true, true
+			switch e.Action {
+			case log.ActGrant:
+				granted[e.Key] = append(granted[e.Key], e.Path)
+			case log.ActAck:
+				for _, h := range e.Hashes {
+					acked[h] = append(acked[h], e.Path)
+				}
+			}
+		}
+	}
+	for i, e := range entries {
+		if admitted[i] {
+			keep = append(keep, e)
+		} else {
+			drop = append(drop, e)
+		}
+	}
+	return keep, drop
 }
 
 // verifyAll checks signatures on all cores; bad[i] reports entries[i].

@@ -63,6 +63,8 @@ type Replica struct {
 	nextID int
 
 	failed error // set when the store and the view disagree after a failed append
+
+	dropUnauthorized bool // Ingest drops entries without standing
 }
 
 // Update is what listeners hear after entries were stored and applied: the

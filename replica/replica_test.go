@@ -412,3 +412,85 @@ func TestReadDoesNotReplayHistory(t *testing.T) {
 		t.Fatalf("read: %v", err)
 	}
 }
+
+func TestIngestDropsEntriesWithoutStanding(t *testing.T) {
+	a, root := newReplica(t)
+	u := key("u")
+	mustWrite(t, a, root, "/etc/x", "x")
+	// Entries made on a copy of a (same filesystem): a grant to u and u's
+	// writes, and writes by a key nobody granted.
+	var all []*log.Entry
+	a.ScanEntries(0, func(e *log.Entry) bool { all = append(all, e); return true })
+	b, _ := newReplicaFrom(t, all)
+	if _, err := b.Grant(root, "/home/u", pubOf(u), false); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, b, u, "/home/u/notes", "u's")
+	b.SetDropUnauthorized(false)
+	rogue := key("rogue")
+	b.mu.Lock()
+	t2, _ := b.begin(rogue)
+	par, _, _ := b.view.Head("/etc/x")
+	forgedParent := par.Hash()
+	rogueEntry, _ := t2.add(&log.Entry{Action: log.ActWrite, Parent: forgedParent, Path: "/etc/x", Mode: 0o644,
+		Content: &log.Content{Size: 4, Hash: log.Sum([]byte("evil")), Inline: []byte("evil")}})
+	t2.commit(false)
+	b.mu.Unlock()
+	var fromB []*log.Entry
+	b.ScanEntries(len(all), func(e *log.Entry) bool {
+		d, _ := log.Decode(e.Encoded())
+		fromB = append(fromB, d)
+		return true
+	})
+	a.SetDropUnauthorized(true)
+	// u's write arrives before the grant that authorizes it, in one batch:
+	// kept; the rogue's write: dropped, nothing stored.
+	for i, j := 0, len(fromB)-1; i < j; i, j = i+1, j-1 {
+		fromB[i], fromB[j] = fromB[j], fromB[i]
+	}
+	res, err := a.Ingest(fromB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rejected) != 1 || res.Rejected[0].Hash != rogueEntry.Hash().String() || res.Rejected[0].Reason != "no authority" {
+		t.Fatalf("rejected %+v", res.Rejected)
+	}
+	if a.HasEntry(rogueEntry.Hash()) {
+		t.Fatal("rogue entry stored")
+	}
+	mustRead(t, a, "/home/u/notes", "u's")
+	mustRead(t, a, "/etc/x", "x")
+}
+
+// newReplicaFrom makes a replica holding the given entries (the first is the
+// root).
+func newReplicaFrom(t *testing.T, entries []*log.Entry) (*Replica, error) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "copy")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r, err := open(dir, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	var ds []*log.Entry
+	for _, e := range entries {
+		d, err := log.Decode(e.Encoded())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	if err := r.store.Append(ds[:1], nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.initView(ds[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Ingest(ds[1:], nil); err != nil {
+		t.Fatal(err)
+	}
+	return r, nil
+}

@@ -384,3 +384,13 @@ func (v *View) EntryCounts(h log.Hash) (counts bool, level int) {
 	}
 	return en.counts, int(en.level)
 }
+
+// AckedAt reports whether a counting ack covering path p lists entry h.
+func (v *View) AckedAt(h log.Hash, p string) bool {
+	for _, ack := range v.auth.ackedBy[h] {
+		if log.IsAtOrUnder(p, ack.e.Path) {
+			return true
+		}
+	}
+	return false
+}
