@@ -104,10 +104,9 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 		r.mu.Unlock()
 		return res, nil
 	}
-	r.pubMu.Lock()
+	r.enqueue(Update{Entries: good, Blocks: blockHashes(keepBlocks), Changes: changes})
 	r.mu.Unlock()
-	defer r.pubMu.Unlock()
-	r.publish(Update{Entries: good, Blocks: blockHashes(keepBlocks), Changes: changes})
+	r.drain()
 	return res, nil
 }
 

@@ -132,3 +132,11 @@ func (r *Replica) View(fn func(v *view.View)) {
 	defer r.mu.RUnlock()
 	fn(r.view)
 }
+
+// ViewAt is View with the store position the view reflects (the number of
+// entries stored): updates with a Pos at or below it are already in it.
+func (r *Replica) ViewAt(fn func(v *view.View, pos int)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	fn(r.view, r.store.NumEntries())
+}

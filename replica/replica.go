@@ -57,7 +57,12 @@ type Replica struct {
 	contents map[log.Hash]*log.Content // every content reference applied, by content hash
 	chainLen map[log.Hash]int          // deltas to replay to rebuild a content
 
-	pubMu  sync.Mutex // held while publishing, so listeners hear updates in commit order
+	// Updates wait in pubQ (appended under mu, so in commit order) until a
+	// drain publishes them; pubMu is held by the one goroutine publishing,
+	// never together with mu, so a listener may take mu to read.
+	pubMu  sync.Mutex
+	qMu    sync.Mutex
+	pubQ   []Update
 	subsMu sync.Mutex
 	subs   map[int]func(Update)
 	nextID int
@@ -75,6 +80,7 @@ type Update struct {
 	Blocks  []log.Hash
 	Changes []view.Change
 	Local   bool
+	Pos     int // entries stored once this update's are: its store position
 }
 
 // Exists reports whether dir holds a filesystem store.
@@ -274,9 +280,10 @@ func (r *Replica) Root() *log.Entry {
 }
 
 // Subscribe registers fn to hear every update, in commit order, once it is
-// in the store. fn runs on the writing goroutine without the replica lock, so
-// it may read the replica but must neither write to it nor block for long
-// (queue the work). The returned function unsubscribes.
+// in the store. fn runs on a writing goroutine without the replica lock, so
+// it may read the replica, but it must not write to it (that would wait for
+// itself) nor block for long (queue the work). The returned function
+// unsubscribes.
 func (r *Replica) Subscribe(fn func(Update)) (cancel func()) {
 	r.subsMu.Lock()
 	defer r.subsMu.Unlock()
@@ -287,6 +294,35 @@ func (r *Replica) Subscribe(fn func(Update)) (cancel func()) {
 		r.subsMu.Lock()
 		defer r.subsMu.Unlock()
 		delete(r.subs, id)
+	}
+}
+
+// enqueue queues an update for the listeners. Callers hold r.mu, so the
+// queue is in commit order.
+func (r *Replica) enqueue(u Update) {
+	u.Pos = r.store.NumEntries()
+	r.qMu.Lock()
+	r.pubQ = append(r.pubQ, u)
+	r.qMu.Unlock()
+}
+
+// drain publishes the queued updates in order. Callers do not hold r.mu.
+// Whoever holds pubMu publishes everything queued so far; a caller whose
+// update was taken by another drain returns once that drain is done.
+func (r *Replica) drain() {
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	for {
+		r.qMu.Lock()
+		q := r.pubQ
+		r.pubQ = nil
+		r.qMu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, u := range q {
+			r.publish(u)
+		}
 	}
 }
 

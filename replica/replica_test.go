@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/basefs/basefs/log"
 )
@@ -493,4 +495,48 @@ func newReplicaFrom(t *testing.T, entries []*log.Entry) (*Replica, error) {
 		t.Fatal(err)
 	}
 	return r, nil
+}
+
+// A listener that reads the replica while several writers commit must not
+// deadlock, and hears every update once, in commit order.
+func TestListenerReadsWhileWritersCommit(t *testing.T) {
+	r, root := newReplica(t)
+	var mu sync.Mutex
+	var seen []string
+	cancel := r.Subscribe(func(u Update) {
+		for _, e := range u.Entries {
+			r.Stat(e.Path) // reads take the replica's lock
+			mu.Lock()
+			seen = append(seen, e.Hash().String())
+			mu.Unlock()
+		}
+	})
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				if _, err := r.WriteFile(root, fmt.Sprintf("/w%d/f%d", w, i), []byte("x"), WriteOptions{Parents: true}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("writers and a reading listener deadlocked")
+	}
+	var stored []string
+	r.ScanEntries(0, func(e *log.Entry) bool { stored = append(stored, e.Hash().String()); return true })
+	// Everything after the bootstrap entries, in store order.
+	stored = stored[len(stored)-len(seen):]
+	if fmt.Sprint(stored) != fmt.Sprint(seen) {
+		t.Fatal("listener heard updates out of commit order")
+	}
 }

@@ -75,7 +75,8 @@ func (t *txn) commit(sync bool) ([]*log.Entry, error) {
 }
 
 // run executes one operation: build under the write lock, commit, then —
-// with the lock released, but in commit order — tell the listeners.
+// with the lock released, but in commit order — tell the listeners (see
+// enqueue and drain).
 func (r *Replica) run(key ed25519.PrivateKey, sync bool, build func(t *txn) error) error {
 	r.mu.Lock()
 	t, err := r.begin(key)
@@ -89,10 +90,9 @@ func (r *Replica) run(key ed25519.PrivateKey, sync bool, build func(t *txn) erro
 		r.mu.Unlock()
 		return err
 	}
-	r.pubMu.Lock()
+	r.enqueue(Update{Entries: t.entries, Blocks: blockHashes(t.blocks), Changes: t.changes, Local: true})
 	r.mu.Unlock()
-	defer r.pubMu.Unlock()
-	r.publish(Update{Entries: t.entries, Blocks: blockHashes(t.blocks), Changes: t.changes, Local: true})
+	r.drain()
 	return nil
 }
 
@@ -199,6 +199,9 @@ func checkWritable(path string) error {
 	return nil
 }
 
+// minDeltaSize is the smallest file worth encoding as a delta.
+const minDeltaSize = 1024
+
 // WriteOptions tune WriteFile.
 type WriteOptions struct {
 	Mode      uint32 // permission bits; 0 keeps the file's mode, or 0644 for a new file
@@ -234,7 +237,8 @@ func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o 
 				if mode == 0 {
 					mode = n.Mode
 				}
-				if r.chainLen[n.ContentHash] < maxDeltaChain {
+				// A delta pays only for files of some size.
+				if len(data) > minDeltaSize && r.chainLen[n.ContentHash] < maxDeltaChain {
 					if b, err := r.content(n.Content); err == nil {
 						base, baseHash, noDelta = b, n.ContentHash, false
 					}
