@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
@@ -147,17 +148,42 @@ func (env *cliEnv) openBackend(name string) (backend, error) {
 	if !replica.Exists(dir) {
 		return nil, fmt.Errorf("no filesystem %s in %s (create it with 'basefs bootstrap %s' or fetch it with 'basefs get %s HOST:PORT')", name, env.home, name, name)
 	}
-	if c, err := node.DialControl(dir); err == nil {
-		return remoteBackend{c}, nil
-	}
-	r, err := replica.Open(dir, env.replicaOptions())
-	if err != nil {
-		if replica.IsKind(err, replica.Busy) {
-			return nil, fmt.Errorf("filesystem %s is in use by another basefs process that serves no control socket; wait for it to finish", name)
+	// Another command may hold the store for a moment, or a node may be
+	// starting (its socket appears once it has opened the store): wait a
+	// little before giving up.
+	deadline := time.Now().Add(busyWait)
+	for {
+		if c, err := node.DialControl(dir); err == nil {
+			return remoteBackend{c}, nil
 		}
-		return nil, err
+		r, err := replica.Open(dir, env.replicaOptions())
+		if err == nil {
+			return localBackend{r}, nil
+		}
+		if !replica.IsKind(err, replica.Busy) {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("filesystem %s is in use by another basefs process that serves no control socket (%v); wait for it to finish", name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return localBackend{r}, nil
+}
+
+// busyWait is how long a command waits for a store another process holds.
+const busyWait = 5 * time.Second
+
+// openReplicaWaiting opens the replica in dir, waiting up to busyWait while
+// another (short-lived) process holds it.
+func (env *cliEnv) openReplicaWaiting(dir string) (*replica.Replica, error) {
+	deadline := time.Now().Add(busyWait)
+	for {
+		r, err := replica.Open(dir, env.replicaOptions())
+		if err == nil || !replica.IsKind(err, replica.Busy) || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // withBackend opens name, runs fn and closes it, keeping fn's error first.

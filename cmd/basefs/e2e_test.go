@@ -243,9 +243,17 @@ func TestEndToEndFiveProcesses(t *testing.T) {
 	first.must("", "bootstrap", "demo", "--addr", first.addr)
 	first.must("", "grant", "demo:/nodes/n2", filepath.Join(nodes[1].home, "id_ed25519.pub"))
 	first.start()
-	for _, n := range nodes[1:] {
+	// Node 5 runs a handler on /etc/**.
+	hlog := filepath.Join(base, "handler.log")
+	script := filepath.Join(base, "handler.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$BASEFS_EVENT $BASEFS_PATH $BASEFS_NAME $BASEFS_AUTHOR $BASEFS_ENTRY\" >> "+hlog+"\n"), 0o755)
+	for i, n := range nodes[1:] {
 		n.must("", "get", "demo", first.addr)
-		n.start()
+		if i == 3 {
+			n.start("--handler", "/etc/**="+script)
+		} else {
+			n.start()
+		}
 	}
 	waitUntil(t, 30*time.Second, "5 alive members everywhere", func() bool {
 		for _, n := range nodes {
@@ -280,6 +288,12 @@ func TestEndToEndFiveProcesses(t *testing.T) {
 			t.Fatalf("%s: big file differs (%d bytes)", n.addr, len(got))
 		}
 	}
+	// The remote write fired node 5's handler, with the contract's variables.
+	rootFP := strings.TrimSpace(first.must("", "fingerprint"))
+	waitUntil(t, 20*time.Second, "the handler on node 5", func() bool {
+		b, _ := os.ReadFile(hlog)
+		return strings.Contains(string(b), "create /etc/app/app.conf demo "+rootFP+" ")
+	})
 	// A node down during writes catches up when it comes back.
 	nodes[2].stop()
 	first.must("v2\n", "write", "demo:/etc/app/app.conf")

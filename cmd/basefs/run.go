@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/basefs/basefs/gossip"
+	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
 	"github.com/basefs/basefs/replica"
@@ -31,6 +32,9 @@ var runFlags = []flagSpec{
 	{name: "profile", value: true, valueFor: "lan|wan|local", help: "gossip timing profile (default lan)"},
 	{name: "encrypt", value: true, valueFor: "KEYFILE", help: "encrypt gossip with the shared key(s) in KEYFILE (base64, first is primary)"},
 	{name: "sync-interval", value: true, valueFor: "DURATION", help: "anti-entropy period (default 5s)"},
+	{name: "handler", value: true, repeat: true, valueFor: "[GLOB=]SCRIPT", help: "run SCRIPT when a path matching GLOB changes (repeatable)"},
+	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
+	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
 }
 
 func cmdGet(env *cliEnv, p *parsed) error {
@@ -191,10 +195,10 @@ func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
 	if err != nil {
 		return err
 	}
-	r, err := replica.Open(dir, env.replicaOptions())
+	r, err := env.openReplicaWaiting(dir)
 	if err != nil {
 		if replica.IsKind(err, replica.Busy) {
-			return fmt.Errorf("filesystem %s is already in use by another basefs process (is a node running?)", name)
+			return fmt.Errorf("filesystem %s is already in use (is a node running?): %v", name, err)
 		}
 		return err
 	}
@@ -241,5 +245,45 @@ func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
 // startExtras starts what runs beside the node (mount, handlers) and returns
 // their stop functions, in start order.
 func (env *cliEnv) startExtras(n *node.Node, name string, p *parsed, mountDir string) ([]func() error, error) {
-	return nil, nil
+	var stops []func() error
+	specs, err := handlerSpecs(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(specs) > 0 {
+		cfg := handlers.Config{Specs: specs, Name: name, Mount: mountDir, StateDir: env.fsDir(name),
+			Initial: p.has("handler-initial"), Logger: env.logger()}
+		if s := p.get("handler-timeout"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				return nil, usagef("--handler-timeout %q: give a duration, like 30s", s)
+			}
+			cfg.Timeout = d
+		}
+		h, err := handlers.Start(n.Replica(), cfg)
+		if err != nil {
+			return nil, err
+		}
+		stops = append(stops, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return h.Stop(ctx)
+		})
+	}
+	return stops, nil
+}
+
+func handlerSpecs(p *parsed) ([]handlers.Spec, error) {
+	var specs []handlers.Spec
+	for _, s := range p.all("handler") {
+		spec, err := handlers.ParseSpec(s)
+		if err != nil {
+			return nil, usagef("--handler %q: %v", s, err)
+		}
+		specs = append(specs, spec)
+	}
+	if len(specs) == 0 && (p.has("handler-initial") || p.has("handler-timeout")) {
+		return nil, usagef("--handler-initial and --handler-timeout need --handler")
+	}
+	return specs, nil
 }
