@@ -83,6 +83,9 @@ func commands() []*command {
 			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdStatus},
 		{name: "verify", args: "NAME", summary: "re-check every hash, signature and content in the local store", run: cmdVerify},
 		{name: "get", args: "NAME HOST:PORT", summary: "fetch filesystem NAME from a running node, verifying all of it", run: cmdGet},
+		{name: "demo", args: "[--dir DIR] [--for DURATION]", summary: "start a local 3-node cluster, write sample configuration and watch it converge",
+			flags: []flagSpec{{name: "dir", value: true, valueFor: "DIR", help: "where the demo homes go (default: a new temporary directory)"},
+				{name: "for", value: true, valueFor: "DURATION", help: "stop after DURATION instead of waiting for Ctrl-C"}}, run: cmdDemo},
 		{name: "run", args: "NAME [--bind HOST:PORT] [--join HOST:PORT,...] [--profile lan|wan|local] [--encrypt KEYFILE]", summary: "run a node in the foreground until interrupted",
 			flags: runFlags, run: cmdRun},
 	}

@@ -253,3 +253,21 @@ func TestCommandsThroughRunningNode(t *testing.T) {
 		t.Fatal("verify through node")
 	}
 }
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real sockets on 127.0.0.1-3: full tier")
+	}
+	c := newCLI(t)
+	dir := filepath.Join(c.home, "demo")
+	out := c.ok("", "demo", "--dir", dir, "--for", "500ms")
+	for _, want := range []string{"nodes running at", "all 3 nodes see each other", "converged in", "node 3's handler ran:", "create /etc/", "stopping the demo cluster"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	// The homes stay usable: a node's store has the sample files.
+	if got := c.ok("", "--home", filepath.Join(dir, "node2"), "cat", "demo:/etc/app/users"); got != "alice\nbob\n" {
+		t.Fatalf("node2 after the demo: %q", got)
+	}
+}

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/basefs/basefs/handlers"
+	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/node"
+	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+)
+
+// demoNode is one node of the demo cluster.
+type demoNode struct {
+	home, addr string
+	n          *node.Node
+	stop       []func() error
+}
+
+func cmdDemo(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "demo", 0, 0); err != nil {
+		return err
+	}
+	dir := p.get("dir")
+	if dir == "" {
+		d, err := os.MkdirTemp("", "basefs-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dir, _ = filepath.Abs(dir)
+	var runFor time.Duration
+	if s := p.get("for"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return usagef("--for %q: give a duration, like 30s", s)
+		}
+		runFor = d
+	}
+	out := env.stdout
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+
+	port, err := demoPort()
+	if err != nil {
+		return err
+	}
+	ips := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+	var nodes []*demoNode
+	var addrs []string
+	for i, ip := range ips {
+		nd := &demoNode{home: filepath.Join(dir, fmt.Sprintf("node%d", i+1)), addr: net.JoinHostPort(ip, fmt.Sprint(port))}
+		nodes = append(nodes, nd)
+		addrs = append(addrs, nd.addr)
+	}
+	say("basefs demo: a 3-node cluster in %s", dir)
+	// One operator's key on every node; node 3 also has a key of its own,
+	// granted /nodes/node3 only.
+	key, err := log.GenerateKeyFile(filepath.Join(nodes[0].home, "id_ed25519"), false)
+	if err != nil {
+		return fmt.Errorf("demo key: %v", err)
+	}
+	for _, nd := range nodes[1:2] {
+		if err := copyKey(nodes[0].home, nd.home); err != nil {
+			return err
+		}
+	}
+	own, err := log.GenerateKeyFile(filepath.Join(nodes[2].home, "id_ed25519"), false)
+	if err != nil {
+		return err
+	}
+	r, err := replica.Create(filepath.Join(nodes[0].home, "fs", "demo"), "demo", key, addrs, env.replicaOptions())
+	if err != nil {
+		return err
+	}
+	if _, err := r.Grant(key, "/nodes/node3", own.Public().(ed25519.PublicKey), true); err != nil {
+		r.Close()
+		return err
+	}
+	r.Close()
+	say("  created filesystem demo; root key %s", log.ShortFingerprint(key.Public().(ed25519.PublicKey)))
+
+	defer func() {
+		for i := len(nodes) - 1; i >= 0; i-- {
+			nodes[i].shutdown()
+		}
+	}()
+	lg := env.logger()
+	startNode := func(nd *demoNode) error {
+		n, err := node.Start(node.Config{Dir: filepath.Join(nd.home, "fs", "demo"), Control: true, Logger: lg,
+			Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second})
+		if err != nil {
+			return fmt.Errorf("node at %s: %v", nd.addr, err)
+		}
+		nd.n = n
+		return nil
+	}
+	if err := startNode(nodes[0]); err != nil {
+		return err
+	}
+	for _, nd := range nodes[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := syncproto.GetWithOptions(ctx, nil, mustSyncAddr(nodes[0].addr), filepath.Join(nd.home, "fs", "demo"), "demo", nil,
+			syncproto.GetOptions{Logger: lg})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("get into %s: %v", nd.home, err)
+		}
+		if err := startNode(nd); err != nil {
+			return err
+		}
+	}
+	say("  nodes running at %s", strings.Join(addrs, ", "))
+
+	// A handler on node 3 logs every change under /etc.
+	hlog := filepath.Join(dir, "node3-handler.log")
+	script := filepath.Join(dir, "on-change.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n# basefs demo handler: record what changed.\n"+
+		"echo \"$(date +%T) $BASEFS_EVENT $BASEFS_PATH by ${BASEFS_AUTHOR%????????????????????????} ($BASEFS_COUNT change(s))\" >> "+hlog+"\n"), 0o755); err != nil {
+		return err
+	}
+	h, err := handlers.Start(nodes[2].n.Replica(), handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/**", Script: script}},
+		Name: "demo", StateDir: filepath.Join(nodes[2].home, "fs", "demo"), Logger: lg})
+	if err != nil {
+		return err
+	}
+	nodes[2].stop = append(nodes[2].stop, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return h.Stop(ctx)
+	})
+
+	if err := demoWaitMembers(nodes, 30*time.Second); err != nil {
+		return err
+	}
+	say("  membership: all 3 nodes see each other")
+	// Sample configuration, written on node 1.
+	sample := map[string]string{
+		"/etc/app/app.conf":     "listen = 0.0.0.0:8080\nworkers = 4\n",
+		"/etc/app/users":        "alice\nbob\n",
+		"/etc/hosts.d/node1":    addrs[0] + "\n",
+		"/nodes/node3/location": "rack 3, the one by the window\n",
+	}
+	start := time.Now()
+	for _, path := range []string{"/etc/app/app.conf", "/etc/app/users", "/etc/hosts.d/node1"} {
+		if _, err := nodes[0].n.Replica().WriteFile(key, path, []byte(sample[path]), replica.WriteOptions{Parents: true, Sync: true}); err != nil {
+			return err
+		}
+	}
+	if _, err := nodes[2].n.Replica().WriteFile(own, "/nodes/node3/location", []byte(sample["/nodes/node3/location"]), replica.WriteOptions{Parents: true, Sync: true}); err != nil {
+		return err
+	}
+	say("  wrote 3 files on node 1 and 1 on node 3 (with node 3's own key)")
+	if err := demoWaitConverged(nodes, 30*time.Second); err != nil {
+		return err
+	}
+	say("  converged in %s: every node shows view hash %s", time.Since(start).Round(time.Millisecond),
+		nodes[0].n.Replica().Status().ViewHash[:16])
+	time.Sleep(500 * time.Millisecond) // let the handler's quiet period pass
+	if b, err := os.ReadFile(hlog); err == nil {
+		say("  node 3's handler ran:\n%s", indent(string(b), "    "))
+	}
+	bin, _ := os.Executable()
+	say("\nTry it (in another terminal):")
+	say("  %s --home %s ls -l demo:/etc/app", bin, nodes[1].home)
+	say("  echo 'workers = 8' | %s --home %s write demo:/etc/app/app.conf", bin, nodes[0].home)
+	say("  %s --home %s cat demo:/etc/app/app.conf", bin, nodes[2].home)
+	say("  %s --home %s log demo:/etc", bin, nodes[2].home)
+	say("  %s --home %s status demo", bin, nodes[1].home)
+	say("  tail -f %s", hlog)
+	say("\nStop the demo with Ctrl-C (everything stays in %s).", dir)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if runFor > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, runFor)
+		defer cancel()
+	}
+	select {
+	case <-ctx.Done():
+	case <-env.stopped:
+	}
+	say("stopping the demo cluster")
+	return nil
+}
+
+func (nd *demoNode) shutdown() {
+	for i := len(nd.stop) - 1; i >= 0; i-- {
+		nd.stop[i]()
+	}
+	nd.stop = nil
+	if nd.n != nil {
+		nd.n.Stop()
+		nd.n = nil
+	}
+}
+
+func demoWaitMembers(nodes []*demoNode, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, nd := range nodes {
+			alive := 0
+			for _, m := range nd.n.Status().Members {
+				if m.Status == "alive" {
+					alive++
+				}
+			}
+			ok = ok && alive == len(nodes)
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("the demo nodes did not find each other within 30s (is 127.0.0.2-3 usable on this host?)")
+}
+
+func demoWaitConverged(nodes []*demoNode, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		h := nodes[0].n.Replica().Status().ViewHash
+		ok := true
+		for _, nd := range nodes[1:] {
+			ok = ok && nd.n.Replica().Status().ViewHash == h && nd.n.Replica().Status().MissingBlocks == 0
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("the demo nodes did not converge within 30s")
+}
+
+// demoPort finds a port free on 127.0.0.1-3 (TCP and UDP), with the next
+// one free for TCP.
+func demoPort() (int, error) {
+	for p := 27946; p < 28946; p += 2 {
+		ok := true
+		var closers []func() error
+		for _, ip := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+			if l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(p))); err == nil {
+				closers = append(closers, l.Close)
+			} else {
+				ok = false
+			}
+			if c, err := net.ListenPacket("udp", net.JoinHostPort(ip, fmt.Sprint(p))); err == nil {
+				closers = append(closers, c.Close)
+			} else {
+				ok = false
+			}
+			if l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(p+1))); err == nil {
+				closers = append(closers, l.Close)
+			} else {
+				ok = false
+			}
+		}
+		for _, c := range closers {
+			c()
+		}
+		if ok {
+			return p, nil
+		}
+	}
+	return 0, errors.New("no free port pair on 127.0.0.1-3 between 27946 and 28946")
+}
+
+func mustSyncAddr(addr string) string {
+	s, _ := nodeSyncAddr(addr)
+	return s
+}
+
+func copyKey(from, to string) error {
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return err
+	}
+	for _, name := range []string{"id_ed25519", "id_ed25519.pub"} {
+		b, err := os.ReadFile(filepath.Join(from, name))
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if name == "id_ed25519" {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(to, name), b, mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n")
+}
