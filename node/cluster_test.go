@@ -1,0 +1,272 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+	"github.com/basefs/basefs/testbed/simnet"
+)
+
+// simNetwork adapts a simnet host to the node's Network.
+type simNetwork struct{ h *simnet.Host }
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func (s simNetwork) GossipTransport(addr string) (memberlist.Transport, error) {
+	return s.h.Transport(portOf(addr))
+}
+func (s simNetwork) Listen(addr string) (net.Listener, error) { return s.h.Listen(portOf(addr)) }
+func (s simNetwork) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return s.h.DialContext(ctx, addr)
+}
+
+// simCluster is n nodes of one filesystem on a simulated network.
+type simCluster struct {
+	t     *testing.T
+	seed  int64
+	net   *simnet.Network
+	root  ed25519.PrivateKey
+	base  string
+	addrs []string
+	nodes []*Node
+}
+
+// seedFor returns BASEFS_SEED if set, else a fresh seed; it is printed on
+// failure.
+func seedFor(t *testing.T) int64 {
+	if s := os.Getenv("BASEFS_SEED"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("BASEFS_SEED: %v", err)
+		}
+		return n
+	}
+	return time.Now().UnixNano()
+}
+
+func newSimCluster(t *testing.T, n int, link simnet.Link) *simCluster {
+	t.Helper()
+	seed := seedFor(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("seed %d; replay: BASEFS_SEED=%d go test ./node -run '%s'", seed, seed, t.Name())
+		}
+	})
+	c := &simCluster{t: t, seed: seed, net: simnet.New(seed), root: testKey("root"), base: t.TempDir()}
+	c.net.SetDefaultLink(link)
+	t.Cleanup(c.net.Close)
+	for i := 0; i < n; i++ {
+		c.addrs = append(c.addrs, fmt.Sprintf("10.0.0.%d:7946", i+1))
+	}
+	r, err := replica.Create(c.dir(0), "sim", c.root, c.addrs[:1], replica.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	c.nodes = make([]*Node, n)
+	c.start(0)
+	for i := 1; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		host := c.net.Host(fmt.Sprintf("10.0.0.%d", i+1))
+		_, err := syncproto.GetWithOptions(ctx, host.DialContext, "10.0.0.1:7947", c.dir(i), "sim", nil, syncproto.GetOptions{NoSync: true})
+		cancel()
+		if err != nil {
+			t.Fatalf("get into node %d: %v", i, err)
+		}
+		time.Sleep(time.Duration(c.seed%97+int64(i)*31) * time.Millisecond % 150 * time.Millisecond / time.Millisecond)
+		c.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			c.stop(i)
+		}
+	})
+	c.waitMembers(n, 30*time.Second)
+	return c
+}
+
+func (c *simCluster) dir(i int) string { return filepath.Join(c.base, fmt.Sprintf("n%d", i)) }
+
+func (c *simCluster) start(i int) {
+	c.t.Helper()
+	host := c.net.Host(fmt.Sprintf("10.0.0.%d", i+1))
+	n, err := Start(Config{Dir: c.dir(i), Bind: c.addrs[i], Join: c.addrs[:1], Network: simNetwork{host}, NoSync: true,
+		SyncInterval: 500 * time.Millisecond, RetryInterval: 200 * time.Millisecond, GossipTuning: fastTuning, Seed: c.seed + int64(i)})
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", i, err)
+	}
+	c.nodes[i] = n
+}
+
+func (c *simCluster) stop(i int) {
+	if c.nodes[i] != nil {
+		c.nodes[i].Stop()
+		c.nodes[i] = nil
+	}
+}
+
+func (c *simCluster) live() []*Node {
+	var out []*Node
+	for _, n := range c.nodes {
+		if n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *simCluster) waitMembers(k int, d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, fmt.Sprintf("%d alive members on every live node", k), func() bool {
+		for _, n := range c.live() {
+			if n.aliveOthers() != k-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *simCluster) waitConverged(nodes []*Node, d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, "equal view hashes", func() bool {
+		if !sameViews(nodes...) {
+			return false
+		}
+		for _, n := range nodes {
+			if n.Replica().Status().MissingBlocks != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *simCluster) write(i int, path, data string) {
+	c.t.Helper()
+	if _, err := c.nodes[i].Replica().WriteFile(c.root, path, []byte(data), replica.WriteOptions{Parents: true}); err != nil {
+		c.t.Fatalf("write %s on node %d: %v", path, i, err)
+	}
+}
+
+func TestSimWritesAndBurstsConverge(t *testing.T) {
+	n := 6
+	if testing.Short() {
+		n = 3
+	}
+	c := newSimCluster(t, n, simnet.Link{Delay: 5 * time.Millisecond, Jitter: 3 * time.Millisecond})
+	c.write(0, "/etc/one", "a single small write")
+	c.waitConverged(c.live(), 20*time.Second)
+	for i := 0; i < 100; i++ {
+		c.write(i%n, fmt.Sprintf("/burst/n%d/f%03d", i%n, i), fmt.Sprintf("file %d", i))
+	}
+	big := make([]byte, 256*896) // a 256-block file
+	for i := range big {
+		big[i] = byte(i * 7 % 251)
+	}
+	c.write(1, "/big", string(big))
+	c.waitConverged(c.live(), 30*time.Second)
+	for i, nd := range c.live() {
+		if kids, _ := nd.Replica().List("/burst"); len(kids) != n {
+			t.Fatalf("node %d: /burst has %d directories", i, len(kids))
+		}
+		if got, err := nd.Replica().ReadFile("/big"); err != nil || string(got) != string(big) {
+			t.Fatalf("node %d: big file: %v", i, err)
+		}
+	}
+}
+
+func TestSimConcurrentConflictingWrites(t *testing.T) {
+	c := newSimCluster(t, 4, simnet.Link{Delay: 10 * time.Millisecond, Jitter: 5 * time.Millisecond})
+	c.write(0, "/shared/cfg", "base")
+	c.waitConverged(c.live(), 20*time.Second)
+	var wg sync.WaitGroup
+	for i := range c.nodes {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c.write(i, "/shared/cfg", fmt.Sprintf("written by node %d", i))
+		}(i)
+	}
+	wg.Wait()
+	c.waitConverged(c.live(), 20*time.Second)
+	var want string
+	for i, nd := range c.live() {
+		got, err := nd.Replica().ReadFile("/shared/cfg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			want = string(got)
+		} else if string(got) != want {
+			t.Fatalf("node %d reads %q, node 0 %q", i, got, want)
+		}
+		rep, _ := nd.Replica().Conflicts("/shared")
+		if len(rep.Conflicts) == 0 {
+			t.Fatalf("node %d lists no conflict after 4 concurrent writes", i)
+		}
+	}
+}
+
+func TestSimNodeDownCatchesUp(t *testing.T) {
+	c := newSimCluster(t, 4, simnet.Link{Delay: 5 * time.Millisecond})
+	c.write(0, "/a", "1")
+	c.waitConverged(c.live(), 20*time.Second)
+	c.stop(2)
+	c.net.Down("10.0.0.3")
+	for i := 0; i < 20; i++ {
+		c.write(i%2, fmt.Sprintf("/while-down/%d", i), "x")
+	}
+	c.waitConverged(c.live(), 20*time.Second)
+	c.net.Up("10.0.0.3")
+	c.start(2)
+	c.waitConverged(c.live(), 30*time.Second)
+}
+
+func TestSimPartitionHeals(t *testing.T) {
+	c := newSimCluster(t, 5, simnet.Link{Delay: 5 * time.Millisecond, Jitter: 2 * time.Millisecond})
+	c.write(0, "/p/shared", "before")
+	c.waitConverged(c.live(), 20*time.Second)
+	c.net.Partition([]string{"10.0.0.1", "10.0.0.2"}, []string{"10.0.0.3", "10.0.0.4", "10.0.0.5"})
+	c.write(0, "/p/left", "left side")
+	c.write(3, "/p/right", "right side")
+	c.write(1, "/p/shared", "left wins?")
+	c.write(4, "/p/shared", "right wins?")
+	left, right := []*Node{c.nodes[0], c.nodes[1]}, []*Node{c.nodes[2], c.nodes[3], c.nodes[4]}
+	c.waitConverged(left, 20*time.Second)
+	c.waitConverged(right, 20*time.Second)
+	if sameViews(c.nodes[0], c.nodes[2]) {
+		t.Fatal("the partition did not separate the views")
+	}
+	c.net.Heal()
+	c.waitConverged(c.live(), 40*time.Second)
+	for _, p := range []string{"/p/left", "/p/right"} {
+		if _, err := c.nodes[2].Replica().Stat(p); err != nil {
+			t.Fatalf("%s after heal: %v", p, err)
+		}
+	}
+}
+
+func TestSimLossRepairedBySync(t *testing.T) {
+	c := newSimCluster(t, 5, simnet.Link{Delay: 5 * time.Millisecond, Loss: 0.3})
+	for i := 0; i < 30; i++ {
+		c.write(i%5, fmt.Sprintf("/lossy/%02d", i), fmt.Sprintf("payload %d", i))
+	}
+	c.waitConverged(c.live(), 60*time.Second)
+}
