@@ -165,7 +165,7 @@ func startCluster(t testing.TB, n *Network, count int, profile agentProfile, sta
 			for k := 0; k < 15; k++ {
 				w, c := time.Now(), cpuTime()
 				time.Sleep(200 * time.Millisecond)
-				if (cpuTime() - c).Seconds()/time.Since(w).Seconds() < 1.2 {
+				if (cpuTime()-c).Seconds()/time.Since(w).Seconds() < 1.2 {
 					break
 				}
 			}
