@@ -69,7 +69,9 @@ func newSimCluster(t *testing.T, n int, link simnet.Link) *simCluster {
 		}
 	})
 	c := &simCluster{t: t, seed: seed, net: simnet.New(seed), root: testKey("root"), base: t.TempDir()}
-	c.net.SetDefaultLink(link)
+	// The cluster forms on a clean network; the link's faults apply once
+	// every node has joined.
+	c.net.SetDefaultLink(simnet.Link{Delay: link.Delay, Jitter: link.Jitter})
 	t.Cleanup(c.net.Close)
 	for i := 0; i < n; i++ {
 		c.addrs = append(c.addrs, fmt.Sprintf("10.0.0.%d:7946", i+1))
@@ -98,6 +100,7 @@ func newSimCluster(t *testing.T, n int, link simnet.Link) *simCluster {
 		}
 	})
 	c.waitMembers(n, 30*time.Second)
+	c.net.SetDefaultLink(link)
 	return c
 }
 

@@ -308,6 +308,8 @@ type Grant struct {
 
 // Grants returns the counting grants, sorted by path then key.
 func (v *View) Grants() []Grant {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	var out []Grant
 	for _, en := range v.auth.grants {
 		if en.counts {
@@ -327,12 +329,16 @@ func (v *View) Grants() []Grant {
 // otherwise the depth of its highest grant covering path) and whether it has
 // any authority there.
 func (v *View) Level(key [32]byte, path string) (int, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	l, ok := v.auth.level(key, path)
 	return int(l), ok
 }
 
 // RevokedAt returns the counting revokes of key that cover path.
 func (v *View) RevokedAt(key [32]byte, path string) []log.Hash {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	var out []log.Hash
 	for _, en := range v.auth.revokes {
 		if en.counts && en.e.Key == key && log.IsAtOrUnder(path, en.e.Path) {
@@ -345,6 +351,8 @@ func (v *View) RevokedAt(key [32]byte, path string) []log.Hash {
 
 // KnownKeys returns every key that appears in a grant, the root key included.
 func (v *View) KnownKeys() [][32]byte {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	seen := map[[32]byte]bool{v.rootKey: true}
 	out := [][32]byte{v.rootKey}
 	for _, en := range v.auth.grants {

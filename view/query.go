@@ -12,6 +12,8 @@ import (
 // head whose state is absent (deleted) is still returned: a new entry
 // continues it.
 func (v *View) Head(path string) (*log.Entry, State, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	ch := v.chains[path]
 	if ch == nil || ch.head == nil {
 		return nil, State{}, false
@@ -22,6 +24,8 @@ func (v *View) Head(path string) (*log.Entry, State, bool) {
 // StateAt returns the state that entry h leaves at path (its own path, or the
 // old path of a rename), and whether h is an applied entry of that path.
 func (v *View) StateAt(h log.Hash, path string) (State, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	c := v.cnodeAt(h, path)
 	if c == nil {
 		return State{}, false
@@ -46,6 +50,8 @@ func (v *View) cnodeAt(h log.Hash, path string) *cnode {
 // AnyEntryAt returns a counting chain entry of path (its head if it has
 // one), for annotations, whose parent must be an entry of their path.
 func (v *View) AnyEntryAt(path string) (*log.Entry, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	ch := v.chains[path]
 	if ch == nil {
 		return nil, false
@@ -62,6 +68,8 @@ func (v *View) AnyEntryAt(path string) (*log.Entry, bool) {
 // Used reports whether the view uses entry h: a counting entry on the winning
 // history of its path, or a counting grant, revoke or ack.
 func (v *View) Used(h log.Hash) bool {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	en, ok := v.nodes[h]
 	if !ok || en.status != StatusApplied || !en.counts {
 		return false
@@ -84,6 +92,8 @@ func (v *View) onWinningPath(c *cnode) bool {
 // UsedSet returns the hashes of all used entries (see Used), computed in one
 // pass; cheaper than Used for many entries.
 func (v *View) UsedSet() map[log.Hash]bool {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	used := make(map[log.Hash]bool)
 	for _, ch := range v.chains {
 		for x := ch.head; x != nil; x = x.parent {
@@ -114,6 +124,8 @@ type Conflict struct {
 // Conflicts returns the lost branches of every path at or below under, by
 // path.
 func (v *View) Conflicts(under string) []Conflict {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	var out []Conflict
 	for _, ch := range v.chains {
 		if !ch.forked || ch.head == nil || !log.IsAtOrUnder(ch.path, under) {
@@ -226,6 +238,8 @@ type Hidden struct {
 
 // HiddenPaths lists hidden paths at or below under, by path.
 func (v *View) HiddenPaths(under string) []Hidden {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	var out []Hidden
 	for _, ch := range v.chains {
 		if ch.path == "/" || !log.IsAtOrUnder(ch.path, under) {
@@ -272,6 +286,8 @@ type AckTarget struct {
 // does not change: every counting entry of key under path whose authority
 // comes from key's grants at or below path (docs/semantics.md, "Authority").
 func (v *View) AckSet(key [32]byte, path string) []AckTarget {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	var out []AckTarget
 	consider := func(en *enode) {
 		if en.status != StatusApplied || !en.counts || en.e.Action == log.ActAck {
@@ -378,6 +394,8 @@ func dedupAckTargets(s []AckTarget) []AckTarget {
 // EntryCounts reports an applied entry's standing: whether it counts and at
 // which authority level.
 func (v *View) EntryCounts(h log.Hash) (counts bool, level int) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	en, ok := v.nodes[h]
 	if !ok || en.status != StatusApplied {
 		return false, 0
@@ -387,6 +405,8 @@ func (v *View) EntryCounts(h log.Hash) (counts bool, level int) {
 
 // AckedAt reports whether a counting ack covering path p lists entry h.
 func (v *View) AckedAt(h log.Hash, p string) bool {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	for _, ack := range v.auth.ackedBy[h] {
 		if log.IsAtOrUnder(p, ack.e.Path) {
 			return true

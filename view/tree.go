@@ -59,6 +59,7 @@ func (v *View) computeNode(ch *chain) *Node {
 		n.Kind = KindFile
 		n.Primary = primary
 		n.Mode = pst.Mode
+		n.MTime = pst.MTime
 		n.Content = pst.Content
 		n.Size = pst.Content.Size
 		n.ContentHash = pst.Content.Hash
@@ -232,7 +233,11 @@ func (v *View) report(ch *chain, old, nn *Node) {
 
 // Hash returns the view hash: a Merkle hash over the visible tree
 // (docs/semantics.md). Equal hashes mean byte-identical trees.
-func (v *View) Hash() log.Hash { return v.dirHash(v.tree["/"]) }
+func (v *View) Hash() log.Hash {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
+	return v.dirHash(v.tree["/"])
+}
 
 func (v *View) dirHash(vn *vnode) log.Hash {
 	if !vn.hashDirty {
@@ -281,6 +286,12 @@ func (vn *vnode) sortedNames() []string {
 
 // Lookup returns the visible node at path.
 func (v *View) Lookup(path string) (Node, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
+	return v.lookup(path)
+}
+
+func (v *View) lookup(path string) (Node, bool) {
 	vn := v.tree[path]
 	if vn == nil {
 		return Node{}, false
@@ -324,6 +335,8 @@ func (v *View) linkCount(key, self string) int {
 // List returns the visible children of the directory at path, sorted by name.
 // It returns false when path is not a visible directory.
 func (v *View) List(path string) ([]Node, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	vn := v.tree[path]
 	if vn == nil || vn.node.Kind != KindDir {
 		return nil, false
@@ -331,24 +344,34 @@ func (v *View) List(path string) ([]Node, bool) {
 	names := vn.sortedNames()
 	out := make([]Node, 0, len(names))
 	for _, name := range names {
-		n, _ := v.Lookup(log.Join(path, name))
+		n, _ := v.lookup(log.Join(path, name))
 		out = append(out, n)
 	}
 	return out, true
 }
 
 // Walk calls fn for every visible path at or below root in depth-first,
-// name order, stopping early when fn returns false.
+// name order, stopping early when fn returns false. The nodes are collected
+// first, so fn may call the view's read methods.
 func (v *View) Walk(root string, fn func(Node) bool) {
-	vn := v.tree[root]
-	if vn == nil {
-		return
+	var nodes []Node
+	v.lazy.Lock()
+	if vn := v.tree[root]; vn != nil {
+		v.walk(root, vn, func(n Node) bool {
+			nodes = append(nodes, n)
+			return true
+		})
 	}
-	v.walk(root, vn, fn)
+	v.lazy.Unlock()
+	for _, n := range nodes {
+		if !fn(n) {
+			return
+		}
+	}
 }
 
 func (v *View) walk(p string, vn *vnode, fn func(Node) bool) bool {
-	n, _ := v.Lookup(p)
+	n, _ := v.lookup(p)
 	if !fn(n) {
 		return false
 	}
@@ -364,4 +387,8 @@ func (v *View) walk(p string, vn *vnode, fn func(Node) bool) bool {
 }
 
 // NumVisible returns the number of visible paths, "/" included.
-func (v *View) NumVisible() int { return len(v.tree) }
+func (v *View) NumVisible() int {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
+	return len(v.tree)
+}

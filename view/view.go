@@ -7,13 +7,16 @@
 // affects (and, when an entry changes authority, the entries of the keys whose
 // authority changed).
 //
-// Concurrency: a View is not safe for concurrent use; callers serialize all
-// calls (the replica holds a lock around it).
+// Concurrency: Apply must not run concurrently with any other call (the
+// replica holds its write lock around it). The read methods may run
+// concurrently with each other: they fill lazy caches (hashes, sorted names,
+// state memos) under an internal mutex.
 package view
 
 import (
 	"crypto/sha256"
 	"fmt"
+	"sync"
 
 	"github.com/basefs/basefs/log"
 )
@@ -110,6 +113,8 @@ const (
 
 // View is the resolved tree of one filesystem. See the package comment.
 type View struct {
+	lazy sync.Mutex // guards lazily filled caches during concurrent reads
+
 	root    *log.Entry
 	rootKey [32]byte
 
@@ -185,6 +190,8 @@ type Stats struct {
 
 // Stats returns entry counts.
 func (v *View) Stats() Stats {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	s := Stats{Pending: v.pending, Malformed: v.malformed}
 	for _, en := range v.nodes {
 		if en.status == StatusApplied {
@@ -199,6 +206,8 @@ func (v *View) Stats() Stats {
 
 // Has reports whether the view has seen the entry (in any status).
 func (v *View) Has(h log.Hash) bool {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	if _, ok := v.nodes[h]; ok {
 		return true
 	}
@@ -207,6 +216,8 @@ func (v *View) Has(h log.Hash) bool {
 
 // Entry returns an applied or malformed entry by hash.
 func (v *View) Entry(h log.Hash) (*log.Entry, bool) {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	en, ok := v.nodes[h]
 	if !ok {
 		return nil, false
@@ -216,6 +227,8 @@ func (v *View) Entry(h log.Hash) (*log.Entry, bool) {
 
 // StatusOf returns what the view made of the entry with hash h.
 func (v *View) StatusOf(h log.Hash) Status {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	if en, ok := v.nodes[h]; ok {
 		return en.status
 	}
@@ -224,6 +237,8 @@ func (v *View) StatusOf(h log.Hash) Status {
 
 // Counts reports whether the entry with hash h is applied and counts.
 func (v *View) Counts(h log.Hash) bool {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	en, ok := v.nodes[h]
 	return ok && en.status == StatusApplied && en.counts
 }
@@ -231,6 +246,8 @@ func (v *View) Counts(h log.Hash) bool {
 // Missing returns the hashes of entries that applied entries depend on but the
 // view has not seen.
 func (v *View) Missing() []log.Hash {
+	v.lazy.Lock()
+	defer v.lazy.Unlock()
 	out := make([]log.Hash, 0, len(v.waiting))
 	for h := range v.waiting {
 		out = append(out, h)

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/basefs/basefs/log"
@@ -419,5 +420,46 @@ func TestDuplicatesAndOrder(t *testing.T) {
 	}
 	if v.Stats().Pending != 0 {
 		t.Fatalf("pending %d", v.Stats().Pending)
+	}
+}
+
+func TestHardLinkShowsPrimaryModeAndTime(t *testing.T) {
+	f := newFixture(t)
+	f.mkdir("root", "/d")
+	f.write("root", "/d/a", "one")
+	h, _, _ := f.v.Head("/d/a")
+	f.add("root", &log.Entry{Action: log.ActLink, Parent: f.parentFor("/d/b"), Path: "/d/b", Target: "/d/a", Ref: h.Hash()})
+	f.chmod("root", "/d/a", 0o600)
+	f.write("root", "/d/a", "two")
+	a, _ := f.v.Lookup("/d/a")
+	b, _ := f.v.Lookup("/d/b")
+	if b.Mode != a.Mode || b.MTime != a.MTime || b.ContentHash != a.ContentHash {
+		t.Fatalf("link shows mode %o mtime %d, primary %o %d", b.Mode, b.MTime, a.Mode, a.MTime)
+	}
+}
+
+// Concurrent readers share the view's lazy caches (run with -race).
+func TestConcurrentReads(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < 7; i++ {
+		f.mkdir("root", fmt.Sprintf("/d%d", i))
+	}
+	for i := 0; i < 50; i++ {
+		f.write("root", fmt.Sprintf("/d%d/f", i%7), fmt.Sprint(i))
+	}
+	done := make(chan bool)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 100; i++ {
+				f.v.Hash()
+				f.v.List("/d3")
+				f.v.Head("/d3/f")
+				f.v.Walk("/", func(n Node) bool { f.v.Lookup(n.Path); return true })
+			}
+			done <- true
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
 	}
 }
