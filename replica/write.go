@@ -220,12 +220,36 @@ func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o 
 	if uint64(len(data)) > log.MaxFileSize {
 		return nil, errorf(Invalid, path, "file of %d bytes is larger than the limit of %d", len(data), log.MaxFileSize)
 	}
+	// Encoding is the expensive part: do it before taking the write lock,
+	// against the current version as delta base, so concurrent writers use
+	// every core. The base is checked again under the lock.
+	var base []byte
+	var baseHash log.Hash
+	noDelta := true
+	if len(data) > minDeltaSize { // a delta pays only for files of some size
+		r.mu.RLock()
+		if n, ok := r.view.Lookup(path); ok && n.Kind == view.KindFile && r.chainLen[n.ContentHash] < maxDeltaChain {
+			if b, err := r.content(n.Content); err == nil {
+				base, baseHash, noDelta = b, n.ContentHash, false
+			}
+		}
+		r.mu.RUnlock()
+	}
+	encode := func(noDelta bool) (*log.Content, [][]byte, error) {
+		c, blocks, err := r.codec.Encode(data, log.EncodeOptions{Base: base, BaseHash: baseHash, NoDelta: noDelta})
+		if err != nil {
+			return nil, nil, &Error{Kind: Other, Path: path, Detail: fmt.Sprintf("cannot encode content: %v", err), Err: err}
+		}
+		return c, blocks, nil
+	}
+	c, blocks, err := encode(noDelta)
+	if err != nil {
+		return nil, err
+	}
 	var out *log.Entry
-	err := r.run(key, o.Sync, func(t *txn) error {
+	err = r.run(key, o.Sync, func(t *txn) error {
 		target, mode := path, o.Mode
-		var base []byte
-		var baseHash log.Hash
-		noDelta := true
+		current := log.ZeroHash
 		if n, ok := r.view.Lookup(path); ok {
 			switch {
 			case o.Exclusive:
@@ -234,14 +258,9 @@ func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o 
 				return pathErr(IsDir, path)
 			case n.Kind == view.KindFile:
 				target = n.ContentKey()
+				current = n.ContentHash
 				if mode == 0 {
 					mode = n.Mode
-				}
-				// A delta pays only for files of some size.
-				if len(data) > minDeltaSize && r.chainLen[n.ContentHash] < maxDeltaChain {
-					if b, err := r.content(n.Content); err == nil {
-						base, baseHash, noDelta = b, n.ContentHash, false
-					}
 				}
 			}
 		}
@@ -255,9 +274,11 @@ func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o 
 		if err != nil {
 			return err
 		}
-		c, blocks, err := r.codec.Encode(data, log.EncodeOptions{Base: base, BaseHash: baseHash, NoDelta: noDelta})
-		if err != nil {
-			return &Error{Kind: Other, Path: path, Detail: fmt.Sprintf("cannot encode content: %v", err), Err: err}
+		if c.Encoding.IsDelta() && current != baseHash {
+			// The file changed while we encoded: store this version whole.
+			if c, blocks, err = encode(true); err != nil {
+				return err
+			}
 		}
 		if err := t.mkdirs(missing, 0o755); err != nil {
 			return err
@@ -267,7 +288,10 @@ func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o 
 			return err
 		}
 		t.blocks = blocks
-		if c.Blocks != nil || c.Encoding != log.EncRaw {
+		if c.Encoding.IsDelta() {
+			// Materialize deltas, so reading this version (or encoding the
+			// next against it) does not replay the chain. Whole encodings
+			// read from their own blocks.
 			t.contents[c.Hash] = data
 		}
 		out, err = t.add(&log.Entry{Action: log.ActWrite, Parent: par, Path: target, Mode: mode, MTime: o.MTime, Content: c})
