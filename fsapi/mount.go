@@ -55,6 +55,10 @@ type Mounted struct {
 	unmntErr error
 }
 
+// Supported reports whether this build can mount (it can: cgo and FUSE are
+// built in; whether /dev/fuse works shows at Mount).
+func Supported() error { return nil }
+
 // Mount mounts r at dir and returns once the mount is live. dir must be an
 // empty directory. The replica must stay open until Unmount returns.
 func Mount(r *replica.Replica, dir string, opts Options) (*Mounted, error) {

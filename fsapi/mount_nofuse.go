@@ -33,3 +33,6 @@ func (m *Mounted) Unmount() error { return nil }
 
 // Invalidate does nothing.
 func (m *Mounted) Invalidate(paths ...string) {}
+
+// Supported says why this build cannot mount.
+func Supported() error { return errNoFUSE() }

@@ -63,7 +63,11 @@ func modeString(n view.Node) string {
 	case view.KindSymlink:
 		m |= fs.ModeSymlink
 	}
-	return m.String()
+	str := m.String()
+	if n.Kind == view.KindSymlink {
+		str = "l" + str[1:] // as ls(1) shows it
+	}
+	return str
 }
 
 func cmdLs(env *cliEnv, p *parsed) error {

@@ -86,8 +86,10 @@ func commands() []*command {
 		{name: "demo", args: "[--dir DIR] [--for DURATION]", summary: "start a local 3-node cluster, write sample configuration and watch it converge",
 			flags: []flagSpec{{name: "dir", value: true, valueFor: "DIR", help: "where the demo homes go (default: a new temporary directory)"},
 				{name: "for", value: true, valueFor: "DURATION", help: "stop after DURATION instead of waiting for Ctrl-C"}}, run: cmdDemo},
-		{name: "run", args: "NAME [--bind HOST:PORT] [--join HOST:PORT,...] [--profile lan|wan|local] [--encrypt KEYFILE]", summary: "run a node in the foreground until interrupted",
+		{name: "run", args: "NAME [--bind HOST:PORT] [--join HOST:PORT,...] [--handler [GLOB=]SCRIPT]... [--mount DIR] [--key PATH]", summary: "run a node in the foreground until interrupted",
 			flags: runFlags, run: cmdRun},
+		{name: "mount", args: "NAME DIR [run options]", summary: "run a node with the filesystem mounted at DIR; unmounts on exit",
+			flags: runFlags, run: cmdMount},
 	}
 }
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os/exec"
+	"time"
 
 	"encoding/json"
 	"github.com/basefs/basefs/node"
@@ -270,4 +273,80 @@ func TestDemo(t *testing.T) {
 	if got := c.ok("", "--home", filepath.Join(dir, "node2"), "cat", "demo:/etc/app/users"); got != "alice\nbob\n" {
 		t.Fatalf("node2 after the demo: %q", got)
 	}
+}
+
+// runAsync runs a long-running command in-process until stop is closed.
+func (c *cli) runAsync(stop chan struct{}, args ...string) <-chan result {
+	done := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		env := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, stopped: stop,
+			getenv: func(k string) string {
+				if k == "BASEFS_HOME" {
+					return c.home
+				}
+				return ""
+			}}
+		code := run(env, args)
+		done <- result{code, out.String(), errb.String()}
+	}()
+	return done
+}
+
+func fuseUsable(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE tests need root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("FUSE tests need /dev/fuse")
+	}
+	if _, err := exec.LookPath("fusermount"); err != nil {
+		t.Skip("FUSE tests need fusermount (apt-get install fuse)")
+	}
+}
+
+func TestMountCommand(t *testing.T) {
+	fuseUsable(t)
+	c := newCLI(t)
+	c.genkeyAndBootstrap(t)
+	mnt := filepath.Join(c.home, "mnt")
+	os.Mkdir(mnt, 0o755)
+	stop := make(chan struct{})
+	done := c.runAsync(stop, "mount", "demo", mnt, "--bind", "127.0.0.1:"+fmt.Sprint(freeLoopbackPort(t)))
+	waitUntil(t, 20*time.Second, "the mount", func() bool {
+		_, err := os.Stat(filepath.Join(mnt, ".cluster"))
+		return err == nil
+	})
+	if err := os.MkdirAll(filepath.Join(mnt, "etc/app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "etc/app/app.conf"), []byte("port=80\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ok("", "cat", "demo:/etc/app/app.conf"); got != "port=80\n" {
+		t.Fatalf("written through the mount, read through the node: %q", got)
+	}
+	close(stop)
+	select {
+	case r := <-done:
+		if r.code != 0 {
+			t.Fatalf("mount exited %d: %s", r.code, r.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("mount did not stop")
+	}
+	if _, err := os.Stat(filepath.Join(mnt, ".cluster")); err == nil {
+		t.Fatal("still mounted after the command returned")
+	}
+}
+
+func (c *cli) genkeyAndBootstrap(t *testing.T) {
+	c.ok("", "genkey")
+	c.ok("", "bootstrap", "demo", "--addr", "127.0.0.1:7946")
+}
+
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	return e2ePort(t, []string{"127.0.0.1"})
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/log"
@@ -35,6 +36,7 @@ var runFlags = []flagSpec{
 	{name: "handler", value: true, repeat: true, valueFor: "[GLOB=]SCRIPT", help: "run SCRIPT when a path matching GLOB changes (repeatable)"},
 	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
 	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
+	{name: "mount", value: true, valueFor: "DIR", help: "mount the filesystem at DIR while the node runs"},
 }
 
 func cmdGet(env *cliEnv, p *parsed) error {
@@ -176,7 +178,17 @@ func cmdRun(env *cliEnv, p *parsed) error {
 	if err := nArgs(p, "run", 1, 1); err != nil {
 		return err
 	}
-	return env.runNode(p.args[0], p, "")
+	return env.runNode(p.args[0], p, p.get("mount"))
+}
+
+func cmdMount(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "mount", 2, 2); err != nil {
+		return err
+	}
+	if p.has("mount") {
+		return usagef("mount takes its directory as an argument, not --mount")
+	}
+	return env.runNode(p.args[0], p, p.args[1])
 }
 
 // runNode runs a node for name in the foreground until SIGINT or SIGTERM.
@@ -194,6 +206,14 @@ func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
 	cfg, err := env.nodeConfig(name, p)
 	if err != nil {
 		return err
+	}
+	if mountDir != "" {
+		if err := fsapi.Supported(); err != nil {
+			return fmt.Errorf("cannot mount: %v", err)
+		}
+		if st, err := os.Stat(mountDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("cannot mount at %s: not an existing directory", mountDir)
+		}
 	}
 	r, err := env.openReplicaWaiting(dir)
 	if err != nil {
@@ -249,6 +269,24 @@ func (env *cliEnv) startExtras(n *node.Node, name string, p *parsed, mountDir st
 	specs, err := handlerSpecs(p)
 	if err != nil {
 		return nil, err
+	}
+	if mountDir != "" {
+		key, err := env.loadKey(p)
+		if err != nil {
+			return nil, err
+		}
+		abs, err := filepath.Abs(mountDir)
+		if err != nil {
+			return nil, err
+		}
+		m, err := fsapi.Mount(n.Replica(), abs, fsapi.Options{Key: key, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+			Logger: env.logger(), Mount: abs})
+		if err != nil {
+			return nil, fmt.Errorf("cannot mount %s: %v", abs, err)
+		}
+		env.logger().Info("mounted", "dir", abs)
+		mountDir = abs
+		stops = append(stops, m.Unmount)
 	}
 	if len(specs) > 0 {
 		cfg := handlers.Config{Specs: specs, Name: name, Mount: mountDir, StateDir: env.fsDir(name),
