@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
@@ -23,6 +25,7 @@ import (
 // demoNode is one node of the demo cluster.
 type demoNode struct {
 	home, addr string
+	mnt        string // mount point, when mounted
 	n          *node.Node
 	stop       []func() error
 }
@@ -123,16 +126,40 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 		}
 	}
 	say("  nodes running at %s", strings.Join(addrs, ", "))
+	mounted := demoCanMount() == nil
+	if mounted {
+		for i, nd := range nodes {
+			nd.mnt = filepath.Join(nd.home, "mnt")
+			if err := os.MkdirAll(nd.mnt, 0o755); err != nil {
+				return err
+			}
+			k := key
+			if i == 2 {
+				k = own
+			}
+			m, err := fsapi.Mount(nd.n.Replica(), nd.mnt, fsapi.Options{Key: k, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: lg, Mount: nd.mnt})
+			if err != nil {
+				return fmt.Errorf("mount %s: %v", nd.mnt, err)
+			}
+			nd.stop = append(nd.stop, m.Unmount)
+		}
+		say("  mounted each node's tree at %s/node{1,2,3}/mnt", dir)
+	} else {
+		say("  (not mounting: %v)", demoCanMount())
+	}
 
-	// A handler on node 3 logs every change under /etc.
+	// A handler on node 3: whenever something under /etc/hosts.d changes,
+	// regenerate a hosts file from the tree and "reload" the service (the
+	// README's example, with a log line standing in for the reload).
 	hlog := filepath.Join(dir, "node3-handler.log")
-	script := filepath.Join(dir, "on-change.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\n# basefs demo handler: record what changed.\n"+
-		"echo \"$(date +%T) $BASEFS_EVENT $BASEFS_PATH by ${BASEFS_AUTHOR%????????????????????????} ($BASEFS_COUNT change(s))\" >> "+hlog+"\n"), 0o755); err != nil {
+	generated := filepath.Join(dir, "node3-hosts")
+	script := filepath.Join(dir, "regenerate-hosts.sh")
+	cat := fmt.Sprintf("%s --home %s", mustExecutable(), nodes[2].home)
+	if err := os.WriteFile(script, []byte(demoHandler(cat, generated, hlog)), 0o755); err != nil {
 		return err
 	}
-	h, err := handlers.Start(nodes[2].n.Replica(), handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/**", Script: script}},
-		Name: "demo", StateDir: filepath.Join(nodes[2].home, "fs", "demo"), Logger: lg})
+	h, err := handlers.Start(nodes[2].n.Replica(), handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/hosts.d/**", Script: script}},
+		Name: "demo", Mount: nodes[2].mnt, StateDir: filepath.Join(nodes[2].home, "fs", "demo"), Logger: lg})
 	if err != nil {
 		return err
 	}
@@ -155,26 +182,48 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	}
 	start := time.Now()
 	for _, path := range []string{"/etc/app/app.conf", "/etc/app/users", "/etc/hosts.d/node1"} {
-		if _, err := nodes[0].n.Replica().WriteFile(key, path, []byte(sample[path]), replica.WriteOptions{Parents: true, Sync: true}); err != nil {
+		if mounted {
+			// Through the mount, with ordinary file calls.
+			p := filepath.Join(nodes[0].mnt, filepath.FromSlash(path))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(sample[path]), 0o644); err != nil {
+				return err
+			}
+		} else if _, err := nodes[0].n.Replica().WriteFile(key, path, []byte(sample[path]), replica.WriteOptions{Parents: true, Sync: true}); err != nil {
 			return err
 		}
 	}
 	if _, err := nodes[2].n.Replica().WriteFile(own, "/nodes/node3/location", []byte(sample["/nodes/node3/location"]), replica.WriteOptions{Parents: true, Sync: true}); err != nil {
 		return err
 	}
-	say("  wrote 3 files on node 1 and 1 on node 3 (with node 3's own key)")
+	if mounted {
+		say("  wrote 3 files into node 1's mount, and 1 on node 3 (with node 3's own key)")
+	} else {
+		say("  wrote 3 files on node 1 and 1 on node 3 (with node 3's own key)")
+	}
 	if err := demoWaitConverged(nodes, 30*time.Second); err != nil {
 		return err
 	}
 	say("  converged in %s: every node shows view hash %s", time.Since(start).Round(time.Millisecond),
 		nodes[0].n.Replica().Status().ViewHash[:16])
-	time.Sleep(500 * time.Millisecond) // let the handler's quiet period pass
+	if mounted {
+		if b, err := os.ReadFile(filepath.Join(nodes[1].mnt, "etc", "app", "app.conf")); err == nil {
+			say("  node 2's mount shows etc/app/app.conf:\n%s", indent(string(b), "    "))
+		}
+	}
+	waitFile(hlog, 5*time.Second)
 	if b, err := os.ReadFile(hlog); err == nil {
 		say("  node 3's handler ran:\n%s", indent(string(b), "    "))
 	}
-	bin, _ := os.Executable()
+	bin := mustExecutable()
 	say("\nTry it (in another terminal):")
-	say("  %s --home %s ls -l demo:/etc/app", bin, nodes[1].home)
+	if mounted {
+		say("  ls -l %s/etc/app", nodes[1].mnt)
+		say("  echo '10.0.0.2 node2' > %s/etc/hosts.d/node2      # then: cat %s", nodes[0].mnt, generated)
+		say("  vi %s/etc/app/app.conf                          # and watch %s/etc/app/app.conf", nodes[0].mnt, nodes[2].mnt)
+	}
 	say("  echo 'workers = 8' | %s --home %s write demo:/etc/app/app.conf", bin, nodes[0].home)
 	say("  %s --home %s cat demo:/etc/app/app.conf", bin, nodes[2].home)
 	say("  %s --home %s log demo:/etc", bin, nodes[2].home)
@@ -309,4 +358,58 @@ func indent(s, prefix string) string {
 		lines[i] = prefix + l
 	}
 	return strings.Join(lines, "\n")
+}
+
+// demoCanMount says why the demo cannot mount, or nil.
+func demoCanMount() error {
+	if err := fsapi.Supported(); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount"); err != nil {
+			return errors.New("fusermount is not installed")
+		}
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("/dev/fuse is not available")
+	}
+	return nil
+}
+
+// demoHandler is the script of the demo's handler: it rebuilds a hosts file
+// from /etc/hosts.d in the tree and logs the "reload".
+func demoHandler(basefs, generated, logfile string) string {
+	return `#!/bin/sh
+# basefs demo handler: regenerate a service's configuration from the tree,
+# then reload the service (here: a log line). Runs on node 3 for every batch
+# of changes under /etc/hosts.d.
+set -e
+out=` + generated + `
+tmp="$out.tmp.$$"
+: > "$tmp"
+for f in $(` + basefs + ` ls demo:/etc/hosts.d 2>/dev/null); do
+	` + basefs + ` cat "demo:/etc/hosts.d/$f" >> "$tmp"
+done
+mv "$tmp" "$out"
+echo "$(date +%T) $BASEFS_EVENT $BASEFS_PATH ($BASEFS_COUNT change(s)): regenerated $out, reloading the service" >> ` + logfile + `
+`
+}
+
+func mustExecutable() string {
+	bin, err := os.Executable()
+	if err != nil {
+		return "basefs"
+	}
+	return bin
+}
+
+// waitFile waits until the file exists and is not empty.
+func waitFile(p string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if st, err := os.Stat(p); err == nil && st.Size() > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

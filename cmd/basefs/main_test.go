@@ -264,10 +264,14 @@ func TestDemo(t *testing.T) {
 	c := newCLI(t)
 	dir := filepath.Join(c.home, "demo")
 	out := c.ok("", "demo", "--dir", dir, "--for", "500ms")
-	for _, want := range []string{"nodes running at", "all 3 nodes see each other", "converged in", "node 3's handler ran:", "create /etc/", "stopping the demo cluster"} {
+	for _, want := range []string{"nodes running at", "all 3 nodes see each other", "converged in", "node 3's handler ran:", "/etc/hosts.d/node1", "regenerated", "stopping the demo cluster"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	// The handler regenerated the hosts file from the tree.
+	if b, err := os.ReadFile(filepath.Join(dir, "node3-hosts")); err != nil || !strings.Contains(string(b), "127.0.0.1:") {
+		t.Fatalf("regenerated hosts file: %q %v", b, err)
 	}
 	// The homes stay usable: a node's store has the sample files.
 	if got := c.ok("", "--home", filepath.Join(dir, "node2"), "cat", "demo:/etc/app/users"); got != "alice\nbob\n" {
