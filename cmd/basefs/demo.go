@@ -387,9 +387,16 @@ set -e
 out=` + generated + `
 tmp="$out.tmp.$$"
 : > "$tmp"
-for f in $(` + basefs + ` ls demo:/etc/hosts.d 2>/dev/null); do
-	` + basefs + ` cat "demo:/etc/hosts.d/$f" >> "$tmp"
-done
+if [ -n "$BASEFS_MOUNT" ]; then
+	# Mounted: read the tree like any directory.
+	for f in "$BASEFS_MOUNT"/etc/hosts.d/*; do
+		[ -f "$f" ] && cat "$f" >> "$tmp"
+	done
+else
+	for f in $(` + basefs + ` ls demo:/etc/hosts.d 2>/dev/null); do
+		` + basefs + ` cat "demo:/etc/hosts.d/$f" >> "$tmp"
+	done
+fi
 mv "$tmp" "$out"
 echo "$(date +%T) $BASEFS_EVENT $BASEFS_PATH ($BASEFS_COUNT change(s)): regenerated $out, reloading the service" >> ` + logfile + `
 `
