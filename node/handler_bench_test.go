@@ -138,3 +138,45 @@ func waitStarted(t *testing.T, logf, path string, d time.Duration) time.Time {
 	t.Fatalf("the handler did not fire for %s within %v", path, d)
 	return time.Time{}
 }
+
+// TestBigFileLoopback measures how long a 256-block file written on one of 5
+// loopback nodes takes to be complete on every node (issue target: 3 s).
+func TestBigFileLoopback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement: full tier")
+	}
+	nodes := loopbackCluster(t, 5)
+	root := testKey("root")
+	var times []time.Duration
+	for trial := 0; trial < 5; trial++ {
+		data := make([]byte, 256*896)
+		rng := rand.New(rand.NewPCG(uint64(trial), 42))
+		for i := range data {
+			data[i] = byte(rng.Uint32()) // incompressible: 256 blocks
+		}
+		p := fmt.Sprintf("/big/f%d", trial)
+		e, err := nodes[trial%5].Replica().WriteFile(root, p, data, replica.WriteOptions{Parents: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Content.PayloadLen < 255*896 {
+			t.Fatalf("payload of %d bytes: not 256 blocks", e.Content.PayloadLen)
+		}
+		start := time.Now()
+		waitFor(t, 30*time.Second, "the file complete everywhere", func() bool {
+			for _, nd := range nodes {
+				n, err := nd.Replica().Stat(p)
+				if err != nil || !nd.Replica().ContentComplete(n.Content) {
+					return false
+				}
+			}
+			return true
+		})
+		times = append(times, time.Since(start))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	t.Logf("256-block file complete on all 5 loopback nodes: median %v, max %v (5 trials)", times[2].Round(time.Millisecond), times[4].Round(time.Millisecond))
+	if times[4] > 3*time.Second {
+		t.Errorf("slowest trial took %v, more than the 3 s target", times[4])
+	}
+}

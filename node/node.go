@@ -489,11 +489,10 @@ func (n *Node) ingest(batch []gossip.Message) {
 	}
 	// Pull from the announcers what was announced by hash, what new entries
 	// wait for (their parents), and the blocks of new contents.
-	var needBlocks []log.Hash
+	var contents []*log.Content
 	for _, e := range entries {
 		if c := e.Content; c != nil && c.Blocks != nil {
-			_, missing := n.r.ContentBlocks(c)
-			needBlocks = append(needBlocks, missing...)
+			contents = append(contents, c)
 		}
 	}
 	var missingDeps []log.Hash
@@ -503,14 +502,25 @@ func (n *Node) ingest(batch []gossip.Message) {
 	}
 	for o := range origins {
 		hs := append(want[o], missingDeps...)
-		n.fetch(o, hs, needBlocks)
+		n.fetch(o, hs, contents)
 	}
 }
 
-// fetch pulls entries and blocks from the node named origin, in the
-// background and bounded; failures are left to anti-entropy.
-func (n *Node) fetch(origin string, entries, blocks []log.Hash) {
-	if len(entries) == 0 && len(blocks) == 0 {
+// fetch pulls entries, and the blocks of contents, from the node named
+// origin, in the background and bounded; failures are left to anti-entropy.
+// A content's blocks form a tree whose lower levels are known only once the
+// upper ones are held, so blocks are fetched level by level until the
+// contents are complete.
+func (n *Node) fetch(origin string, entries []log.Hash, contents []*log.Content) {
+	missingBlocks := func() []log.Hash {
+		var out []log.Hash
+		for _, c := range contents {
+			_, missing := n.r.ContentBlocks(c)
+			out = append(out, missing...)
+		}
+		return out
+	}
+	if len(entries) == 0 && len(missingBlocks()) == 0 {
 		return
 	}
 	addr := n.syncAddrOfMember(origin)
@@ -535,9 +545,18 @@ func (n *Node) fetch(origin string, entries, blocks []log.Hash) {
 				n.logger.Debug("fetch entries", "from", addr, "err", err)
 			}
 		}
-		if len(blocks) > 0 {
-			if _, err := n.sync.FetchBlocks(ctx, addr, blocks); err != nil {
-				n.logger.Debug("fetch blocks", "from", addr, "err", err)
+		for level := 0; level <= log.MaxContentDepth; level++ {
+			blocks := missingBlocks()
+			if len(blocks) == 0 {
+				return
+			}
+			st, err := n.sync.FetchBlocks(ctx, addr, blocks)
+			if err != nil || st.BlocksReceived == 0 {
+				if err != nil {
+					n.logger.Debug("fetch blocks", "from", addr, "err", err)
+				}
+				n.SyncNow() // the origin lacks them: ask the others
+				return
 			}
 		}
 	}()
