@@ -88,6 +88,10 @@ type (
 		To   log.Hash
 	}
 	resolveParams struct{ Path, Prefix string }
+	keyParams     struct {
+		Op  string // install, use, remove, list
+		Key string // base64
+	}
 )
 
 // ControlServer serves the control socket for one node. It is safe for
@@ -350,6 +354,12 @@ func (s *ControlServer) dispatch(req request) (any, error) {
 		return r.Revert(k, p.Path, p.To, true)
 	case "Status":
 		return s.n.Status(), nil
+	case "GossipKey":
+		p, err := decode[keyParams](req.Params)
+		if err != nil {
+			return nil, err
+		}
+		return s.n.GossipKey(p.Op, p.Key)
 	case "Verify":
 		return r.Verify(), nil
 	}
@@ -526,4 +536,11 @@ func (c *Client) Status() (Status, error) {
 func (c *Client) Verify() (replica.VerifyReport, error) {
 	var rep replica.VerifyReport
 	return rep, c.do("Verify", nil, &rep)
+}
+
+// GossipKey installs, uses, removes or lists gossip encryption keys
+// cluster-wide through the running node.
+func (c *Client) GossipKey(op, key string) (KeyReport, error) {
+	var rep KeyReport
+	return rep, c.do("GossipKey", keyParams{Op: op, Key: key}, &rep)
 }

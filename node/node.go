@@ -696,3 +696,52 @@ func (n *Node) closeReplica() error {
 	}
 	return nil
 }
+
+// KeyReport is what a gossip key operation found across the cluster.
+type KeyReport struct {
+	Nodes     int               `json:"nodes"`
+	Responses int               `json:"responses"`
+	Errors    map[string]string `json:"errors,omitempty"` // node -> its error
+	Keys      map[string]int    `json:"keys,omitempty"`   // key -> nodes holding it (list)
+	Primary   map[string]int    `json:"primary,omitempty"`
+}
+
+// GossipKey runs a gossip key operation (install, use, remove, list) on the
+// whole cluster: Serf's keyring, rotated without downtime by installing a new
+// key everywhere, making it primary, then removing the old one.
+func (n *Node) GossipKey(op, key string) (KeyReport, error) {
+	if n.g == nil {
+		return KeyReport{}, replica.NewError(replica.Invalid, "this node runs without networking")
+	}
+	var k []byte
+	if op != "list" {
+		var err error
+		if k, err = gossip.ParseKey(key); err != nil {
+			return KeyReport{}, replica.NewError(replica.Invalid, err.Error())
+		}
+	}
+	var err error
+	switch op {
+	case "install":
+		err = n.g.InstallKey(k)
+	case "use":
+		err = n.g.UseKey(k)
+	case "remove":
+		err = n.g.RemoveKey(k)
+	case "list":
+		st, lerr := n.g.ListKeys()
+		if lerr != nil {
+			return KeyReport{}, replica.NewError(replica.Other, lerr.Error())
+		}
+		return KeyReport{Nodes: st.Nodes, Responses: st.Responses, Errors: st.Messages, Keys: st.Keys, Primary: st.Primary}, nil
+	default:
+		return KeyReport{}, replica.NewError(replica.Invalid, fmt.Sprintf("unknown key operation %q (install, use, remove or list)", op))
+	}
+	if err != nil {
+		if errors.Is(err, gossip.ErrNoEncryption) {
+			return KeyReport{}, replica.NewError(replica.Invalid, "gossip encryption is off on this node (start it with --encrypt KEYFILE)")
+		}
+		return KeyReport{}, replica.NewError(replica.Other, err.Error())
+	}
+	return KeyReport{}, nil
+}

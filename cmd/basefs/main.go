@@ -83,6 +83,8 @@ func commands() []*command {
 			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdStatus},
 		{name: "verify", args: "NAME", summary: "re-check every hash, signature and content in the local store", run: cmdVerify},
 		{name: "get", args: "NAME HOST:PORT", summary: "fetch filesystem NAME from a running node, verifying all of it", run: cmdGet},
+		{name: "gossip-key", args: "generate FILE | NAME install|use|remove KEY | NAME list", summary: "make and rotate the shared gossip encryption key (through the running node)",
+			flags: []flagSpec{{name: "force", help: "generate: replace an existing file"}}, run: cmdGossipKey},
 		{name: "demo", args: "[--dir DIR] [--for DURATION]", summary: "start a local 3-node cluster, write sample configuration and watch it converge",
 			flags: []flagSpec{{name: "dir", value: true, valueFor: "DIR", help: "where the demo homes go (default: a new temporary directory)"},
 				{name: "for", value: true, valueFor: "DURATION", help: "stop after DURATION instead of waiting for Ctrl-C"}}, run: cmdDemo},

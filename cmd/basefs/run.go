@@ -163,13 +163,21 @@ func (env *cliEnv) nodeConfig(name string, p *parsed) (node.Config, error) {
 		}
 		cfg.SyncInterval = d
 	}
-	if kf := p.get("encrypt"); kf != "" {
+	// A keyring persisted by an earlier rotation wins over --encrypt: the
+	// cluster may have moved on from the key in KEYFILE.
+	keyring := filepath.Join(dir, "keyring.json")
+	if _, err := os.Stat(keyring); err == nil {
+		keys, err := gossip.ReadKeyFile(keyring)
+		if err != nil {
+			return cfg, fmt.Errorf("gossip keyring %s: %v (delete it to start from --encrypt)", keyring, err)
+		}
+		cfg.Keys, cfg.KeyringFile = keys, keyring
+	} else if kf := p.get("encrypt"); kf != "" {
 		keys, err := gossip.ReadKeyFile(kf)
 		if err != nil {
 			return cfg, fmt.Errorf("--encrypt %s: %v", kf, err)
 		}
-		cfg.Keys = keys
-		cfg.KeyringFile = filepath.Join(dir, "keyring.json")
+		cfg.Keys, cfg.KeyringFile = keys, keyring
 	}
 	return cfg, nil
 }
