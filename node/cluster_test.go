@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,14 +147,19 @@ func (c *simCluster) waitMembers(k int, d time.Duration) {
 	})
 }
 
+// waitConverged waits until the nodes hold the same entries and blocks: the
+// same view is not enough (the losers of a conflict may still be missing
+// while every node already shows the winner).
 func (c *simCluster) waitConverged(nodes []*Node, d time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, d, "equal view hashes", func() bool {
+	waitFor(c.t, d, "the same entries and views everywhere", func() bool {
 		if !sameViews(nodes...) {
 			return false
 		}
+		first := nodes[0].Replica().Status()
 		for _, n := range nodes {
-			if n.Replica().Status().MissingBlocks != 0 {
+			st := n.Replica().Status()
+			if st.MissingBlocks != 0 || st.Entries != first.Entries {
 				return false
 			}
 		}
@@ -199,6 +205,9 @@ func TestSimConcurrentConflictingWrites(t *testing.T) {
 	c := newSimCluster(t, 4, simnet.Link{Delay: 10 * time.Millisecond, Jitter: 5 * time.Millisecond})
 	c.write(0, "/shared/cfg", "base")
 	c.waitConverged(c.live(), 20*time.Second)
+	// Cut every node off from the others, so the writes below are truly
+	// concurrent (each continues "base"), then let them meet.
+	c.net.Partition([]string{"10.0.0.1"}, []string{"10.0.0.2"}, []string{"10.0.0.3"}, []string{"10.0.0.4"})
 	var wg sync.WaitGroup
 	for i := range c.nodes {
 		wg.Add(1)
@@ -208,7 +217,8 @@ func TestSimConcurrentConflictingWrites(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	c.waitConverged(c.live(), 20*time.Second)
+	c.net.Heal()
+	c.waitConverged(c.live(), 30*time.Second)
 	var want string
 	for i, nd := range c.live() {
 		got, err := nd.Replica().ReadFile("/shared/cfg")
@@ -222,7 +232,12 @@ func TestSimConcurrentConflictingWrites(t *testing.T) {
 		}
 		rep, _ := nd.Replica().Conflicts("/shared")
 		if len(rep.Conflicts) == 0 {
-			t.Fatalf("node %d lists no conflict after 4 concurrent writes", i)
+			recs, _ := nd.Replica().Log("/shared/cfg")
+			var lines []string
+			for _, r := range recs {
+				lines = append(lines, fmt.Sprintf("%s %s %s used=%v why=%s", r.Hash[:12], r.Action, r.Path, r.Used, r.Why))
+			}
+			t.Fatalf("node %d lists no conflict after 4 concurrent writes; its log of /shared/cfg:\n%s", i, strings.Join(lines, "\n"))
 		}
 	}
 }
