@@ -213,3 +213,21 @@ func TestEntryWriteFuzzCorpus(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkVerifyEntryParallel verifies on every core GOMAXPROCS allows
+// (run with -cpu 1,2 to see the per-core rate and the two-core rate).
+func BenchmarkVerifyEntryParallel(b *testing.B) {
+	es := sampleEntries(b)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if err := es[i%len(es)].Verify(); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
