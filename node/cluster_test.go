@@ -15,9 +15,12 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/basefs/basefs/gossip"
+	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/replica"
 	"github.com/basefs/basefs/syncproto"
 	"github.com/basefs/basefs/testbed/simnet"
+	"github.com/basefs/basefs/view"
 )
 
 // simNetwork adapts a simnet host to the node's Network.
@@ -287,4 +290,62 @@ func TestSimLossRepairedBySync(t *testing.T) {
 		c.write(i%5, fmt.Sprintf("/lossy/%02d", i), fmt.Sprintf("payload %d", i))
 	}
 	c.waitConverged(c.live(), 60*time.Second)
+}
+
+// A rogue member of the cluster gossips forged entries (bad signatures),
+// entries by a key nobody granted, and garbage: the nodes store none of it,
+// count it in their status, and keep serving.
+func TestSimHostileGossipPeer(t *testing.T) {
+	c := newSimCluster(t, 3, simnet.Link{Delay: 2 * time.Millisecond})
+	before := c.nodes[1].Replica().Status()
+	// The rogue: a bare gossip member of the same filesystem.
+	host := c.net.Host("10.0.0.99")
+	tr, err := host.Transport(7946)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gossip.New(gossip.Config{NodeName: "10.0.0.99:7946", Transport: tr, FSID: c.nodes[0].Replica().ID(), Tuning: fastTuning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown()
+	if _, err := g.Join([]string{c.addrs[0]}); err != nil {
+		t.Fatal(err)
+	}
+	// Real entries to start from.
+	var head log.Hash
+	c.nodes[0].Replica().View(func(v *view.View) {
+		h, _, _ := v.Head("/")
+		head = h.Hash()
+	})
+	stranger := testKey("stranger")
+	unauthorized := &log.Entry{Action: log.ActMkdir, Parent: head, Path: "/evil", Time: 1, Mode: 0o755}
+	if err := unauthorized.Sign(stranger); err != nil {
+		t.Fatal(err)
+	}
+	good := &log.Entry{Action: log.ActMkdir, Parent: head, Path: "/forged", Time: 2, Mode: 0o755}
+	if err := good.Sign(c.root); err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte(nil), good.Encoded()...)
+	forged[len(forged)-5] ^= 0x40 // break the signature
+	if err := g.Announce([][]byte{unauthorized.Encoded(), forged, []byte("garbage, not an entry")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the rejections to be counted", func() bool {
+		st := c.nodes[1].Status()
+		return st.Rejected["no authority (gossip)"] >= 1 && st.Rejected["bad signature (gossip)"] >= 1 && st.Rejected["malformed entry in gossip"] >= 1
+	})
+	for i, nd := range c.live() {
+		r := nd.Replica()
+		if r.HasEntry(unauthorized.Hash()) || r.HasEntry(good.Hash()) {
+			t.Fatalf("node %d stored a hostile entry", i)
+		}
+	}
+	if st := c.nodes[1].Replica().Status(); st.Entries != before.Entries {
+		t.Fatalf("entries went from %d to %d", before.Entries, st.Entries)
+	}
+	// The nodes keep working.
+	c.write(2, "/after", "still fine")
+	c.waitConverged(c.live(), 20*time.Second)
 }
