@@ -16,7 +16,7 @@ import (
 
 // freePortPair finds a port p on 127.0.0.1 with p and p+1 free for TCP and
 // UDP (gossip uses both on p, sync TCP on p+1).
-func freePortPair(t *testing.T) int {
+func freePortPair(t testing.TB) int {
 	t.Helper()
 	for i := 0; i < 100; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -77,7 +77,7 @@ var fastTuning = gossip.Tuning{GossipInterval: 50 * time.Millisecond, ProbeInter
 	BroadcastTimeout: time.Second}
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
