@@ -314,7 +314,7 @@ func (c *cursor) save() error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
-	if err := writeAtomic(c.dir, c.snapPath(), snap.Bytes()); err != nil {
+	if err := log.WriteFileAtomic(c.snapPath(), snap.Bytes(), 0o600); err != nil {
 		return err
 	}
 	if c.journal != nil {
@@ -322,39 +322,10 @@ func (c *cursor) save() error {
 		c.journal = nil
 	}
 	hdr, _ := json.Marshal(cursorRecord{Format: cursorFormat, Version: cursorVersion, Gen: gen})
-	if err := writeAtomic(c.dir, c.journalPath(), append(hdr, '\n')); err != nil {
+	if err := log.WriteFileAtomic(c.journalPath(), append(hdr, '\n'), 0o600); err != nil {
 		return err
 	}
 	c.gen, c.jlines, c.jok = gen, 0, true
-	return nil
-}
-
-// writeAtomic replaces path with data: temporary file, fsync, rename, fsync
-// of the directory.
-func writeAtomic(dir, path string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	return nil
 }
 

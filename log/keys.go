@@ -113,8 +113,9 @@ func ReadPublicKey(path string) (ed25519.PublicKey, error) {
 	return pub, nil
 }
 
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it into place.
+// writeFileAtomic writes data to a temporary file beside path, syncs it,
+// renames it into place and syncs the directory, so the new file survives a
+// crash whole or not at all.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -136,7 +137,14 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }
 
 // WriteFileAtomic is writeFileAtomic for other packages of basefs: the file

@@ -117,25 +117,14 @@ func cmdBootstrap(env *cliEnv, p *parsed) error {
 }
 
 func cmdGrant(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "grant", 2, 2); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	pub, err := log.ReadPublicKey(p.args[1])
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no public key file %s", p.args[1])
-	}
-	if err != nil {
-		return err
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "grant", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
+		pub, err := log.ReadPublicKey(p.args[1])
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("no public key file %s", p.args[1])
+		}
+		if err != nil {
+			return err
+		}
 		if err := b.Grant(key, path, pub); err != nil {
 			return err
 		}
@@ -145,18 +134,7 @@ func cmdGrant(env *cliEnv, p *parsed) error {
 }
 
 func cmdRevoke(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "revoke", 2, 2); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "revoke", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
 		k, err := b.ResolveKey(p.args[1])
 		if err != nil {
 			return err
@@ -170,14 +148,7 @@ func cmdRevoke(env *cliEnv, p *parsed) error {
 }
 
 func cmdLog(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "log", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "log", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
 		recs, err := b.Log(path)
 		if err != nil {
 			return err
@@ -209,18 +180,7 @@ func cmdLog(env *cliEnv, p *parsed) error {
 }
 
 func cmdRevert(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "revert", 2, 2); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "revert", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
 		h, err := b.ResolveEntry(path, p.args[1])
 		if err != nil {
 			return err
@@ -239,14 +199,7 @@ func cmdRevert(env *cliEnv, p *parsed) error {
 }
 
 func cmdConflicts(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "conflicts", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "conflicts", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
 		rep, err := b.Conflicts(path)
 		if err != nil {
 			return err

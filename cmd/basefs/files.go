@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,35 @@ import (
 	"github.com/basefs/basefs/replica"
 	"github.com/basefs/basefs/view"
 )
+
+// onTarget checks that cmd got n arguments, the first NAME[:/path], and
+// runs fn with that filesystem's backend and the path. With sign, the
+// signing key is loaded first, so a missing key is reported before anything
+// is opened.
+func (env *cliEnv) onTarget(p *parsed, cmd string, n int, sign bool, fn func(b backend, path string, key ed25519.PrivateKey) error) error {
+	if err := nArgs(p, cmd, n, n); err != nil {
+		return err
+	}
+	name, path, err := target(p.args[0])
+	if err != nil {
+		return err
+	}
+	var key ed25519.PrivateKey
+	if sign {
+		if key, err = env.loadKey(p); err != nil {
+			return err
+		}
+	}
+	return env.withBackend(name, func(b backend) error { return fn(b, path, key) })
+}
+
+// optMode parses --mode when given.
+func optMode(p *parsed) (uint32, error) {
+	if !p.has("mode") {
+		return 0, nil
+	}
+	return parseMode(p.get("mode"))
+}
 
 // nArgs checks the number of positional arguments.
 func nArgs(p *parsed, cmd string, min, max int) error {
@@ -71,14 +101,7 @@ func modeString(n view.Node) string {
 }
 
 func cmdLs(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "ls", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "ls", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
 		n, err := b.Stat(path)
 		if err != nil {
 			return err
@@ -127,14 +150,7 @@ func cmdLs(env *cliEnv, p *parsed) error {
 }
 
 func cmdCat(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "cat", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "cat", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
 		data, err := b.ReadFile(path)
 		if err != nil {
 			return err
@@ -145,74 +161,37 @@ func cmdCat(env *cliEnv, p *parsed) error {
 }
 
 func cmdWrite(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "write", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
+	mode, err := optMode(p)
 	if err != nil {
 		return err
 	}
-	var mode uint32
-	if p.has("mode") {
-		if mode, err = parseMode(p.get("mode")); err != nil {
-			return err
+	return env.onTarget(p, "write", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
+		data, err := io.ReadAll(io.LimitReader(env.stdin, log.MaxFileSize+1))
+		if err != nil {
+			return fmt.Errorf("reading standard input: %v", err)
 		}
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	data, err := io.ReadAll(io.LimitReader(env.stdin, log.MaxFileSize+1))
-	if err != nil {
-		return fmt.Errorf("reading standard input: %v", err)
-	}
-	if len(data) > log.MaxFileSize {
-		return fmt.Errorf("input is larger than the %d-byte file size limit", log.MaxFileSize)
-	}
-	return env.withBackend(name, func(b backend) error {
+		if len(data) > log.MaxFileSize {
+			return fmt.Errorf("input is larger than the %d-byte file size limit", log.MaxFileSize)
+		}
 		return b.WriteFile(key, path, data, replica.WriteOptions{Mode: mode, Parents: true, Sync: true})
 	})
 }
 
 func cmdMkdir(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "mkdir", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
+	mode, err := optMode(p)
 	if err != nil {
 		return err
 	}
-	var mode uint32
-	if p.has("mode") {
-		if mode, err = parseMode(p.get("mode")); err != nil {
-			return err
-		}
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "mkdir", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
 		return b.Mkdir(key, path, mode, p.has("parents"))
 	})
 }
 
 func cmdRm(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "rm", 1, 1); err != nil {
-		return err
-	}
-	name, path, err := target(p.args[0])
-	if err != nil {
-		return err
-	}
-	if path == "/" {
-		return usagef("refusing to remove / (remove what is inside it instead)")
-	}
-	key, err := env.loadKey(p)
-	if err != nil {
-		return err
-	}
-	return env.withBackend(name, func(b backend) error {
+	return env.onTarget(p, "rm", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
+		if path == "/" {
+			return usagef("refusing to remove / (remove what is inside it instead)")
+		}
 		return b.Remove(key, path, p.has("recursive") || p.has("R"))
 	})
 }
