@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/basefs/basefs/replica"
 )
@@ -32,6 +33,18 @@ type cliEnv struct {
 	logLevelSet    bool // --log-level was given
 	// stopped, when set, stops a long-running command (tests).
 	stopped <-chan struct{}
+}
+
+// lockedWriter serializes writes to w; it is safe for concurrent use.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // command is one subcommand.
@@ -106,6 +119,11 @@ func findCommand(name string) *command {
 
 // run runs one command line and returns the exit status.
 func run(env *cliEnv, args []string) (status int) {
+	// Loggers made by env.logger each have their own handler; the node's
+	// goroutines and the command write through them at once.
+	if _, ok := env.stderr.(*lockedWriter); !ok {
+		env.stderr = &lockedWriter{w: env.stderr}
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			if env.getenv("BASEFS_DEBUG") != "" {
