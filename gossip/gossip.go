@@ -53,6 +53,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/basefs/basefs/log"
@@ -237,6 +238,8 @@ type Gossip struct {
 
 	st    counters
 	peers peerTable
+
+	rawHandler atomic.Pointer[func(name string, payload []byte)] // SetRawHandler
 }
 
 type delivery struct {
@@ -512,6 +515,39 @@ func (g *Gossip) sendEvent(e *Event) error {
 	return nil
 }
 
+// SendRaw sends a bare Serf user event: name and payload as given, no
+// envelope, coalescing off. It exists for testbeds that time Serf itself
+// against basefs's announcements in the same cluster; receivers hand it to
+// their SetRawHandler function, never to OnMessage. name must not be
+// EventName, and name plus payload must fit Serf's user-event limit
+// (MaxEventSize plus a little). Safe for concurrent use; ErrClosed after
+// Leave or Shutdown.
+func (g *Gossip) SendRaw(name string, payload []byte) error {
+	if name == EventName {
+		return fmt.Errorf("gossip: raw event name %q is reserved", name)
+	}
+	g.closeMu.RLock()
+	defer g.closeMu.RUnlock()
+	if g.closed {
+		return ErrClosed
+	}
+	return g.sendRaw(name, payload)
+}
+
+// SetRawHandler registers fn to be called for every user event whose name
+// is not EventName — bare events of SendRaw, this node's own included, as
+// Serf hands them back — with the event's name and payload. fn runs on the
+// goroutine that takes events from Serf, as soon as an event arrives, so it
+// must return quickly and must not call Leave or Shutdown. nil removes the
+// handler. Safe for concurrent use.
+func (g *Gossip) SetRawHandler(fn func(name string, payload []byte)) {
+	if fn == nil {
+		g.rawHandler.Store(nil)
+		return
+	}
+	g.rawHandler.Store(&fn)
+}
+
 // sendRaw sends a Serf user event as is (tests use it for bare events and
 // forged envelopes).
 func (g *Gossip) sendRaw(name string, payload []byte) error {
@@ -631,6 +667,9 @@ func (g *Gossip) receiveUser(e serf.UserEvent) {
 	if e.Name != EventName {
 		if g.cfg.rawEvent != nil {
 			g.cfg.rawEvent(e.Name, e.Payload)
+		}
+		if fn := g.rawHandler.Load(); fn != nil {
+			(*fn)(e.Name, e.Payload)
 		}
 		return
 	}

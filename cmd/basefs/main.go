@@ -105,6 +105,7 @@ func commands() []*command {
 			flags: runFlags, run: cmdRun},
 		{name: "mount", args: "NAME DIR [run options]", summary: "run a node with the filesystem mounted at DIR; unmounts on exit",
 			flags: runFlags, run: cmdMount},
+		{name: "testbed", args: "convergence|traffic|faults|real|all|summary [options]", summary: "run simulated or real-process experiments and write CSV, SVG plot and report (see testbed/results/README.md)", flags: testbedFlags, run: cmdTestbed},
 	}
 }
 
