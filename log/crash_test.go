@@ -193,6 +193,22 @@ func TestCrashAppend(t *testing.T) {
 			cmd.Wait()
 			t.Fatalf("round %d: child not ready after 60s: %s", round, stderr.String())
 		}
+		// On a loaded machine the child may not reach its first Sync
+		// before a kill 0–80 ms after ready, round after round; from the
+		// second half on, a round of a test that has seen no ack yet
+		// waits for one, so the test always tests something.
+		if acked == 0 && round >= rounds/2 {
+			waitUntil := time.Now().Add(60 * time.Second)
+			for time.Now().Before(waitUntil) {
+				mu.Lock()
+				n := len(acks)
+				mu.Unlock()
+				if n > 0 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
 		time.Sleep(time.Duration(rng.Int64N(int64(80 * time.Millisecond))))
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
@@ -244,7 +260,9 @@ func TestCrashAppend(t *testing.T) {
 		if cs := s.Corruptions(); len(cs) != 0 {
 			t.Fatalf("round %d: a killed process left damage in the middle of the store: %v", round, cs)
 		}
-		if !s.HasEntry(root.Hash()) {
+		// The root is acknowledged with the first ack; before that, a cut
+		// of unsynced bytes may take it (the next child appends it again).
+		if acked > 0 && !s.HasEntry(root.Hash()) {
 			t.Fatalf("round %d: root entry lost", round)
 		}
 		have := map[string]Hash{}
