@@ -95,7 +95,6 @@ func (s *Server) Serve(l net.Listener) error {
 			conn.Close()
 			return ErrServerClosed
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.serve(conn)
@@ -103,6 +102,10 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
+// track adds c to the live sessions (add) or removes it. Adding fails once
+// the server is closed; a successful add also counts the session in s.wg,
+// under s.mu, so that it never races with Close's Wait. The caller of a
+// successful add calls s.wg.Done when the session ends.
 func (s *Server) track(c net.Conn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -111,6 +114,7 @@ func (s *Server) track(c net.Conn, add bool) bool {
 			return false
 		}
 		s.conns[c] = true
+		s.wg.Add(1)
 	} else {
 		delete(s.conns, c)
 	}
@@ -139,7 +143,6 @@ func (s *Server) ServeConn(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	s.wg.Add(1)
 	defer s.wg.Done()
 	s.serve(conn)
 }

@@ -353,6 +353,14 @@ func RunReal(ctx context.Context, spec RealSpec) ([]RealTrial, error) {
 	if _, err := r.basefs(ctx, 0, false, nil, "mkdir", "-p", "demo:"+ObjectDir); err != nil {
 		return nil, err
 	}
+	// Any node may be a trial's writer, each with its own key: the root
+	// key grants them the objects' directory.
+	for i := 1; i < spec.Nodes; i++ {
+		pub := filepath.Join(r.nodes[i].home, "id_ed25519.pub")
+		if _, err := r.basefs(ctx, 0, false, nil, "grant", "demo:"+ObjectDir, pub); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.startNode(ctx, 0); err != nil {
 		return nil, err
 	}
@@ -411,7 +419,9 @@ func RunReal(ctx context.Context, spec RealSpec) ([]RealTrial, error) {
 }
 
 func (r *realRun) trial(ctx context.Context, rng *rand.Rand, t int) (RealTrial, error) {
-	w := rng.Intn(len(r.nodes))
+	// Writers take turns, starting with node 1 (a granted key, not the
+	// root's).
+	w := (t + 1) % len(r.nodes)
 	tr := RealTrial{Trial: t, Writer: w}
 	var start time.Time
 	wstart := time.Now()
