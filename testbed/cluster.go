@@ -306,15 +306,11 @@ func (c *Cluster) Start(i int) error {
 // down without a leave and the node's services stop, so the others see it
 // fail rather than leave.
 func (c *Cluster) Crash(i int) error {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	c.mu.Unlock()
+	n := c.take(i)
 	if n == nil {
 		return nil
 	}
 	c.net.Down(HostAddr(i))
-	c.arr[i].detach()
 	// Shut gossip down first, so Stop does not broadcast a leave.
 	if g := n.Gossip(); g != nil {
 		g.Shutdown()
@@ -330,15 +326,24 @@ func (c *Cluster) Restart(i int) error {
 
 // Stop stops node i gracefully (it leaves the cluster).
 func (c *Cluster) Stop(i int) error {
+	n := c.take(i)
+	if n == nil {
+		return nil
+	}
+	return n.Stop()
+}
+
+// take removes node i from the cluster and stops recording its arrivals;
+// it returns the node, or nil if it was not running.
+func (c *Cluster) take(i int) *node.Node {
 	c.mu.Lock()
 	n := c.nodes[i]
 	c.nodes[i] = nil
 	c.mu.Unlock()
-	if n == nil {
-		return nil
+	if n != nil {
+		c.arr[i].detach()
 	}
-	c.arr[i].detach()
-	return n.Stop()
+	return n
 }
 
 // Close stops every node, closes the network and removes a temporary Dir.

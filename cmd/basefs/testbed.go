@@ -343,15 +343,15 @@ func testbedPlan(out string, quick bool) [][]string {
 	}
 	return [][]string{
 		{"convergence", "--vary", "objects", "--values", "1,4,16,64,256", "--trials", "5", "--out", o("objects")},
-		{"convergence", "--vary", "loss", "--values", "0,10,30,50,70,90", "--objects", "16", "--trials", "5", "--timeout", "60s", "--out", o("loss")},
+		{"convergence", "--vary", "loss", "--values", "0,10,30,50,70,90", "--objects", "16", "--trials", "5", "--timeout", "90s", "--out", o("loss")},
 		{"convergence", "--vary", "bandwidth", "--values", "8k,32k,128k,1M,unlimited", "--objects", "16", "--trials", "5", "--out", o("bandwidth")},
-		{"faults", "--seeds", "500", "--parallel", "6", "--out", o("faults")},
+		{"faults", "--seeds", "500", "--parallel", "10", "--out", o("faults")},
 		{"convergence", "--vary", "delay", "--values", "0,10,40,160,640,1280", "--objects", "16", "--trials", "3", "--out", o("delay")},
 		{"convergence", "--vary", "sync", "--values", "1s,5s,20s,40s", "--objects", "16", "--loss", "20", "--trials", "3", "--out", o("sync")},
-		{"convergence", "--vary", "nodes", "--values", "10,30,100,300", "--trials", "3", "--out", o("nodes")},
+		{"convergence", "--vary", "nodes", "--values", "10,30,100,200", "--trials", "3", "--out", o("nodes")},
 		{"traffic", "--intervals", "1s,5s,20s", "--window", "60s", "--out", o("traffic")},
 		{"real", "--objects", "16", "--loss", "10", "--netns", "--trials", "5", "--out", o("real")},
-		{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "3", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--timeout", "180s", "--out", o("nodes1000")},
+		{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "2", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--timeout", "180s", "--out", o("nodes1000")},
 	}
 }
 
