@@ -207,7 +207,7 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		c.nodes = append(c.nodes, c.start(i, o, tun, fsid, rng))
 	}
 	if !o.noJoin {
-		c.waitMembers(o.n, 20*time.Second)
+		c.waitMembers(o.n, 60*time.Second) // a bound for loaded machines, not a timing target
 	}
 	return c
 }
