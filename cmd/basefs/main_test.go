@@ -358,3 +358,13 @@ func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
 	return e2ePort(t, []string{"127.0.0.1"})
 }
+
+// TestRunBadGossipFlags: run refuses bad slow-link tunings before it starts
+// anything.
+func TestRunBadGossipFlags(t *testing.T) {
+	c := newCLI(t)
+	c.setup()
+	c.fails(2, "--retransmit-mult", "", "run", "demo", "--retransmit-mult", "0")
+	c.fails(2, "--event-buffer", "", "run", "demo", "--event-buffer", "many")
+	c.fails(2, "at least 16", "", "run", "demo", "--event-buffer", "8")
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +34,8 @@ var runFlags = []flagSpec{
 	{name: "profile", value: true, valueFor: "lan|wan|local", help: "gossip timing profile (default lan)"},
 	{name: "encrypt", value: true, valueFor: "KEYFILE", help: "encrypt gossip with the shared key(s) in KEYFILE (base64, first is primary)"},
 	{name: "sync-interval", value: true, valueFor: "DURATION", help: "anti-entropy period (default 5s)"},
+	{name: "retransmit-mult", value: true, valueFor: "N", help: "gossip sends each event N·⌈log10(nodes+1)⌉ times (default 6); lower it on slow links, sync repairs what is missed"},
+	{name: "event-buffer", value: true, valueFor: "N", help: "Serf's ring of recent events, sent in every push/pull (default 512); lower it on slow links"},
 	{name: "handler", value: true, repeat: true, valueFor: "[GLOB=]SCRIPT", help: "run SCRIPT when a path matching GLOB changes (repeatable)"},
 	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
 	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
@@ -162,6 +165,19 @@ func (env *cliEnv) nodeConfig(name string, p *parsed) (node.Config, error) {
 			return cfg, usagef("--sync-interval %q: give a duration of at least 100ms, like 5s", s)
 		}
 		cfg.SyncInterval = d
+	}
+	for _, f := range []struct {
+		name string
+		min  int
+		dst  *int
+	}{{"retransmit-mult", 1, &cfg.GossipTuning.RetransmitMult}, {"event-buffer", 16, &cfg.GossipTuning.EventBuffer}} {
+		if s := p.get(f.name); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil || v < f.min {
+				return cfg, usagef("--%s %q: give a whole number of at least %d", f.name, s, f.min)
+			}
+			*f.dst = v
+		}
 	}
 	// A keyring persisted by an earlier rotation wins over --encrypt: the
 	// cluster may have moved on from the key in KEYFILE.

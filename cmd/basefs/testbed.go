@@ -44,6 +44,7 @@ var testbedFlags = []flagSpec{
 	{name: "probe-interval", value: true, valueFor: "DURATION", help: "override memberlist's probe interval"},
 	{name: "pushpull-interval", value: true, valueFor: "DURATION", help: "override memberlist's push/pull interval"},
 	{name: "event-buffer", value: true, valueFor: "N", help: "override Serf's user-event buffer (default 512)"},
+	{name: "retransmit-mult", value: true, valueFor: "N", help: "override the gossip retransmit multiplier (default 6)"},
 	{name: "timeout", value: true, valueFor: "DURATION", help: "per-trial bound (default 120s)"},
 	{name: "no-floor", help: "convergence: do not send the bare Serf events"},
 	{name: "netns", help: "real: run each node in its own network namespace (root, ip, nft)"},
@@ -184,7 +185,7 @@ func runTestbed(ctx context.Context, env *cliEnv, p *parsed, line string) (*test
 	jitter := getd("jitter", delay/2)
 	sync, timeout := getd("sync", 0), getd("timeout", 120*time.Second)
 	tuning := gossip.Tuning{GossipInterval: getd("gossip-interval", 0), ProbeInterval: getd("probe-interval", 0),
-		PushPullInterval: getd("pushpull-interval", 0), EventBuffer: geti("event-buffer", 0)}
+		PushPullInterval: getd("pushpull-interval", 0), EventBuffer: geti("event-buffer", 0), RetransmitMult: geti("retransmit-mult", 0)}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
