@@ -116,6 +116,10 @@ type Node struct {
 	joinNow   chan struct{}
 	syncNow   chan struct{}
 
+	// Used by onMember alone (the gossip delivery goroutine).
+	memberRand *rand.Rand
+	alive      int // members that joined and have not left or failed since, this node included
+
 	cancel context.CancelFunc
 	ctx    context.Context
 	wg     sync.WaitGroup
@@ -135,7 +139,12 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, logger: logger, rejected: map[string]int64{}, peerClean: map[string]bool{},
 		inbox: make(chan gossip.Message, 1024), fetchSem: make(chan struct{}, 4),
-		joinNow: make(chan struct{}, 1), syncNow: make(chan struct{}, 1)}
+		joinNow: make(chan struct{}, 1), syncNow: make(chan struct{}, 1),
+		memberRand: rand.New(rand.NewSource(cfg.Seed + 2))}
+	if cfg.Seed == 0 {
+		// Real nodes must not all draw the same numbers.
+		n.memberRand = rand.New(rand.NewSource(time.Now().UnixNano()))
+	}
 	if cfg.Replica != nil {
 		n.r = cfg.Replica
 	} else {
@@ -392,10 +401,26 @@ func (n *Node) syncLoop() {
 	}
 }
 
-// onMember reacts to membership: a new member is synced with soon.
+// joinSyncFanout is how many nodes, on average, sync at once with a node
+// that joins (besides the joiner's own sync when it starts).
+const joinSyncFanout = 3
+
+// onMember reacts to membership: a new member is synced with soon — by
+// about joinSyncFanout of the nodes, each deciding at random with
+// probability joinSyncFanout·joined/members, so that one join does not make
+// every node of a large cluster connect to the newcomer at once, while a
+// healed partition (many members joining together) still makes nearly
+// every node sync promptly. It runs on the gossip delivery goroutine, one
+// call at a time, which alone uses n.memberRand and n.alive.
 func (n *Node) onMember(ev gossip.MemberEvent) {
-	if ev.Type == "join" {
-		n.SyncNow()
+	switch ev.Type {
+	case "join":
+		n.alive += len(ev.Members)
+		if p := float64(joinSyncFanout*len(ev.Members)) / float64(max(1, n.alive)); p >= 1 || n.memberRand.Float64() < p {
+			n.SyncNow()
+		}
+	case "leave", "failed":
+		n.alive -= len(ev.Members)
 	}
 	for _, m := range ev.Members {
 		n.logger.Info("member "+ev.Type, "name", m.Name, "addr", m.Addr)

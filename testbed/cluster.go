@@ -205,10 +205,9 @@ func (c *Cluster) form(ctx context.Context) error {
 		return err
 	}
 	// Above 100 nodes, nodes start in waves of ten, in parallel within a
-	// wave: every join makes every running node sync at once (node's
-	// onMember), so one node at a time would cost a sync round of O(N)
-	// per node per join. Each node still starts after its own random
-	// pause, so the gossip tickers are out of step.
+	// wave, which keeps the formation of a large cluster short (each join
+	// is still gossiped to every node). Each node still starts after its
+	// own random pause, so the gossip tickers are out of step.
 	wave := 1
 	if c.cfg.Nodes > 100 {
 		wave = 10
