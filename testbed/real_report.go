@@ -108,7 +108,7 @@ func (r *CompareResult) Write(dir string) error {
 	if sync <= 0 {
 		sync = 5 * time.Second
 	}
-	fmt.Fprintf(&b, "- %d `basefs run` processes %s; sync every %v; %d trials of %d objects of %d bytes written with `basefs write` on a random node; seed %d\n",
+	fmt.Fprintf(&b, "- %d `basefs run` processes %s; sync every %v; %d trials of %d objects of %d bytes written with `basefs write`, the writers taking turns (node 1, 2, …; each non-root node holds a grant over the objects' directory); seed %d\n",
 		r.Spec.Nodes, where, sync, r.Spec.Trials, r.Spec.Objects, max(r.Spec.Size, 512), r.Spec.Seed)
 	b.WriteString("- real: convergence is observed by polling every node's `basefs status --json` (its view hash equals the writer's, no missing block), " +
 		"so real times are late by up to one polling round (median round given below); simulation: the in-process testbed with the same parameters on links of 50 µs ± 20 µs, " +
