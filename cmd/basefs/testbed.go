@@ -343,12 +343,13 @@ func testbedPlan(out string, quick bool) [][]string {
 		}
 	}
 	return [][]string{
-		{"convergence", "--vary", "objects", "--values", "1,4,16,64,256", "--trials", "5", "--out", o("objects")},
+		{"convergence", "--vary", "objects", "--values", "1,4,16,64,256", "--trials", "10", "--out", o("objects")},
 		{"convergence", "--vary", "loss", "--values", "0,10,30,50,70,90", "--objects", "16", "--trials", "5", "--timeout", "90s", "--out", o("loss")},
-		{"convergence", "--vary", "bandwidth", "--values", "8k,32k,128k,1M,unlimited", "--objects", "16", "--trials", "5", "--out", o("bandwidth")},
+		{"convergence", "--vary", "bandwidth", "--values", "8k,32k,128k,1M,unlimited", "--objects", "16", "--trials", "3", "--timeout", "60s", "--out", o("bandwidth")},
+		{"convergence", "--vary", "bandwidth", "--values", "32k,128k", "--objects", "16", "--trials", "3", "--timeout", "60s", "--retransmit-mult", "2", "--event-buffer", "64", "--out", o("bandwidth-tuned")},
 		{"faults", "--seeds", "500", "--parallel", "10", "--out", o("faults")},
 		{"convergence", "--vary", "delay", "--values", "0,10,40,160,640,1280", "--objects", "16", "--trials", "3", "--out", o("delay")},
-		{"convergence", "--vary", "sync", "--values", "1s,5s,20s,40s", "--objects", "16", "--loss", "20", "--trials", "3", "--out", o("sync")},
+		{"convergence", "--vary", "sync", "--values", "1s,5s,20s,40s", "--objects", "16", "--loss", "50", "--trials", "3", "--timeout", "120s", "--out", o("sync")},
 		{"convergence", "--vary", "nodes", "--values", "10,30,100,200", "--trials", "3", "--out", o("nodes")},
 		{"traffic", "--intervals", "1s,5s,20s", "--window", "60s", "--out", o("traffic")},
 		{"real", "--objects", "16", "--loss", "10", "--netns", "--trials", "5", "--out", o("real")},
