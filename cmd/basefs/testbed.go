@@ -334,7 +334,7 @@ func testbedPlan(out string, quick bool) [][]string {
 			{"convergence", "--vary", "loss", "--values", "0,30,50,90", "--objects", "16", "--trials", "3", "--timeout", "60s", "--out", o("loss")},
 			{"convergence", "--vary", "bandwidth", "--values", "8k,32k,unlimited", "--objects", "16", "--trials", "3", "--out", o("bandwidth")},
 			{"convergence", "--vary", "delay", "--values", "0,80,1280", "--objects", "16", "--trials", "2", "--out", o("delay")},
-			{"convergence", "--vary", "sync", "--values", "1s,20s", "--objects", "16", "--loss", "20", "--trials", "2", "--out", o("sync")},
+			{"convergence", "--vary", "sync", "--values", "1s,20s", "--objects", "16", "--loss", "50", "--trials", "2", "--out", o("sync")},
 			{"convergence", "--vary", "nodes", "--values", "10,30,100", "--trials", "2", "--out", o("nodes")},
 			{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "1", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--timeout", "180s", "--out", o("nodes1000")},
 			{"traffic", "--intervals", "1s,20s", "--window", "30s", "--out", o("traffic")},
