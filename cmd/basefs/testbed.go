@@ -336,7 +336,7 @@ func testbedPlan(out string, quick bool) [][]string {
 			{"convergence", "--vary", "delay", "--values", "0,80,1280", "--objects", "16", "--trials", "2", "--out", o("delay")},
 			{"convergence", "--vary", "sync", "--values", "1s,20s", "--objects", "16", "--loss", "50", "--trials", "2", "--out", o("sync")},
 			{"convergence", "--vary", "nodes", "--values", "10,30,100", "--trials", "2", "--out", o("nodes")},
-			{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "1", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--timeout", "180s", "--out", o("nodes1000")},
+			{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "1", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--retransmit-mult", "2", "--timeout", "180s", "--out", o("nodes1000")},
 			{"traffic", "--intervals", "1s,20s", "--window", "30s", "--out", o("traffic")},
 			{"faults", "--seeds", "300", "--parallel", "8", "--out", o("faults")},
 			{"real", "--objects", "16", "--loss", "10", "--netns", "--trials", "3", "--out", o("real")},
@@ -353,7 +353,7 @@ func testbedPlan(out string, quick bool) [][]string {
 		{"convergence", "--vary", "nodes", "--values", "10,30,100,200", "--trials", "3", "--out", o("nodes")},
 		{"traffic", "--intervals", "1s,5s,20s", "--window", "60s", "--out", o("traffic")},
 		{"real", "--objects", "16", "--loss", "10", "--netns", "--trials", "5", "--out", o("real")},
-		{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "2", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--timeout", "180s", "--out", o("nodes1000")},
+		{"convergence", "--vary", "nodes", "--values", "1000", "--trials", "2", "--sync", "30s", "--gossip-interval", "500ms", "--probe-interval", "5s", "--retransmit-mult", "2", "--timeout", "180s", "--out", o("nodes1000")},
 	}
 }
 
