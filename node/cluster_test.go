@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/replica"
@@ -22,23 +19,6 @@ import (
 	"github.com/basefs/basefs/testbed/simnet"
 	"github.com/basefs/basefs/view"
 )
-
-// simNetwork adapts a simnet host to the node's Network.
-type simNetwork struct{ h *simnet.Host }
-
-func portOf(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
-func (s simNetwork) GossipTransport(addr string) (memberlist.Transport, error) {
-	return s.h.Transport(portOf(addr))
-}
-func (s simNetwork) Listen(addr string) (net.Listener, error) { return s.h.Listen(portOf(addr)) }
-func (s simNetwork) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	return s.h.DialContext(ctx, addr)
-}
 
 // simCluster is n nodes of one filesystem on a simulated network.
 type simCluster struct {
@@ -113,7 +93,7 @@ func (c *simCluster) dir(i int) string { return filepath.Join(c.base, fmt.Sprint
 func (c *simCluster) start(i int) {
 	c.t.Helper()
 	host := c.net.Host(fmt.Sprintf("10.0.0.%d", i+1))
-	n, err := Start(Config{Dir: c.dir(i), Bind: c.addrs[i], Join: c.addrs[:1], Network: simNetwork{host}, NoSync: true,
+	n, err := Start(Config{Dir: c.dir(i), Bind: c.addrs[i], Join: c.addrs[:1], Network: simnet.AddrNetwork{Host: host}, NoSync: true,
 		SyncInterval: 500 * time.Millisecond, RetryInterval: 200 * time.Millisecond, GossipTuning: fastTuning, Seed: c.seed + int64(i)})
 	if err != nil {
 		c.t.Fatalf("start node %d: %v", i, err)

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
@@ -29,25 +27,6 @@ const FSName = "sim"
 
 // GossipPort is the port every simulated node binds (sync is the next).
 const GossipPort = 7946
-
-// simNetwork adapts a simnet host to node.Network.
-type simNetwork struct{ h *simnet.Host }
-
-func portOf(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
-func (s simNetwork) GossipTransport(addr string) (memberlist.Transport, error) {
-	return s.h.Transport(portOf(addr))
-}
-
-func (s simNetwork) Listen(addr string) (net.Listener, error) { return s.h.Listen(portOf(addr)) }
-
-func (s simNetwork) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	return s.h.DialContext(ctx, addr)
-}
 
 // HostAddr is the simulated IP of node i: 10.0.0.1, …, 10.0.0.250,
 // 10.0.1.1, …
@@ -295,7 +274,7 @@ func (c *Cluster) get(ctx context.Context, i, from int) error {
 func (c *Cluster) Start(i int) error {
 	host := c.net.Host(HostAddr(i))
 	n, err := node.Start(node.Config{Logger: c.cfg.Logger,
-		Dir: c.NodeDir(i), Bind: c.addrs[i], Join: c.addrs[:min(len(c.addrs), c.cfg.JoinAddrs)], Network: simNetwork{host},
+		Dir: c.NodeDir(i), Bind: c.addrs[i], Join: c.addrs[:min(len(c.addrs), c.cfg.JoinAddrs)], Network: simnet.AddrNetwork{Host: host},
 		NoSync: !c.cfg.Fsync, Profile: c.cfg.Profile, GossipTuning: c.cfg.Tuning,
 		SyncInterval: c.cfg.SyncInterval, RetryInterval: c.cfg.RetryInterval,
 		Seed: c.cfg.Seed*1_000_003 + int64(i) + 1,

@@ -278,26 +278,31 @@ func freePort(ips []string, rng *rand.Rand) (int, error) {
 	return 0, errors.New("testbed: no free port")
 }
 
+// defaults fills in the zero fields of s.
+func (s *RealSpec) defaults() {
+	if s.Nodes < 2 {
+		s.Nodes = 5
+	}
+	if s.Objects <= 0 {
+		s.Objects = 16
+	}
+	if s.Size <= 0 {
+		s.Size = 512
+	}
+	if s.Trials <= 0 {
+		s.Trials = 5
+	}
+	if s.SyncInterval <= 0 {
+		s.SyncInterval = 5 * time.Second
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 120 * time.Second
+	}
+}
+
 // RunReal runs the real-process experiment and returns its trials.
 func RunReal(ctx context.Context, spec RealSpec) ([]RealTrial, error) {
-	if spec.Nodes < 2 {
-		spec.Nodes = 5
-	}
-	if spec.Objects <= 0 {
-		spec.Objects = 16
-	}
-	if spec.Size <= 0 {
-		spec.Size = 512
-	}
-	if spec.Trials <= 0 {
-		spec.Trials = 5
-	}
-	if spec.SyncInterval <= 0 {
-		spec.SyncInterval = 5 * time.Second
-	}
-	if spec.Timeout <= 0 {
-		spec.Timeout = 120 * time.Second
-	}
+	spec.defaults()
 	if spec.Loss > 0 && !spec.Netns {
 		return nil, errors.New("testbed: packet loss on real processes needs network namespaces (--netns)")
 	}

@@ -26,6 +26,7 @@ type CompareResult struct {
 // simulation, on links of 50 µs ± 20 µs (about what loopback and veth
 // pairs add).
 func RunCompare(ctx context.Context, spec RealSpec, command string) (*CompareResult, error) {
+	spec.defaults()
 	res := &CompareResult{Spec: spec, Command: command, Machine: NewMachine()}
 	defer res.Machine.Done()
 	real, err := RunReal(ctx, spec)
@@ -33,19 +34,8 @@ func RunCompare(ctx context.Context, spec RealSpec, command string) (*CompareRes
 	if err != nil {
 		return res, err
 	}
-	rs := res.Spec
-	if rs.Nodes < 2 {
-		rs.Nodes = 5
-	}
-	if rs.Objects <= 0 {
-		rs.Objects = 16
-	}
-	if rs.Trials <= 0 {
-		rs.Trials = 5
-	}
-	res.Spec = rs
-	sim, err := RunConvergence(ctx, ConvergenceSpec{Vary: "loss", Values: []string{ff(spec.Loss)}, Nodes: rs.Nodes,
-		Objects: rs.Objects, Size: spec.Size, Trials: rs.Trials, Seed: spec.Seed, SyncInterval: spec.SyncInterval,
+	sim, err := RunConvergence(ctx, ConvergenceSpec{Vary: "loss", Values: []string{ff(spec.Loss)}, Nodes: spec.Nodes,
+		Objects: spec.Objects, Size: spec.Size, Trials: spec.Trials, Seed: spec.Seed, SyncInterval: spec.SyncInterval,
 		Link:    simnet.Link{Delay: 50 * time.Microsecond, Jitter: 20 * time.Microsecond},
 		Timeout: spec.Timeout, Command: command, Logf: spec.Logf})
 	res.Sim = sim
@@ -104,12 +94,8 @@ func (r *CompareResult) Write(dir string) error {
 	if r.Spec.Netns {
 		where = "each in its own network namespace (veth pairs to a bridge in a hub namespace, 10.77.0.x), nftables dropping " + ff(r.Spec.Loss) + " % of the packets each node receives"
 	}
-	sync := r.Spec.SyncInterval
-	if sync <= 0 {
-		sync = 5 * time.Second
-	}
 	fmt.Fprintf(&b, "- %d `basefs run` processes %s; sync every %v; %d trials of %d objects of %d bytes written with `basefs write`, the writers taking turns (node 1, 2, …; each non-root node holds a grant over the objects' directory); seed %d\n",
-		r.Spec.Nodes, where, sync, r.Spec.Trials, r.Spec.Objects, max(r.Spec.Size, 512), r.Spec.Seed)
+		r.Spec.Nodes, where, r.Spec.SyncInterval, r.Spec.Trials, r.Spec.Objects, r.Spec.Size, r.Spec.Seed)
 	b.WriteString("- real: convergence is observed by polling every node's `basefs status --json` (its view hash equals the writer's, no missing block), " +
 		"so real times are late by up to one polling round (median round given below); simulation: the in-process testbed with the same parameters on links of 50 µs ± 20 µs, " +
 		"arrival instants recorded exactly\n\n")
