@@ -290,6 +290,11 @@ func New(cfg Config) (*Gossip, error) {
 	sc.Logger = serfLog
 	sc.LogOutput = nil
 	sc.MemberlistConfig = ml
+	var gate *gatedTransport
+	if ml.Transport != nil {
+		gate = newGatedTransport(ml.Transport)
+		ml.Transport = gate
+	}
 	sc.UserEventSizeLimit = g.maxEvent + len(EventName) + serfOverhead
 	sc.DisableCoordinates = true // unused; saves bytes on every ack
 	sc.EventBuffer = tun.EventBuffer
@@ -307,9 +312,15 @@ func New(cfg Config) (*Gossip, error) {
 	go g.deliver()
 	s, err := serf.Create(sc)
 	if err != nil {
+		if gate != nil {
+			gate.Shutdown()
+		}
 		close(g.stop)
 		g.wg.Wait()
 		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if gate != nil {
+		gate.open()
 	}
 	g.serf = s
 	return g, nil
