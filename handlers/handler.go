@@ -342,8 +342,8 @@ func (rn *Runner) runBatch(h *handler, batch []pending) bool {
 	}
 	attrs := []any{"handler", h.spec.String(), "event", last.event, "path", last.path, "count", count}
 	fail := func(msg string, err error) bool {
-		rn.failures.Add(1)
 		rn.log.Warn(msg, append(attrs, "err", err)...)
+		rn.failures.Add(1)
 		return true
 	}
 	stdin, err := stdinFile(batch)
@@ -427,13 +427,15 @@ func (rn *Runner) runBatch(h *handler, batch []pending) bool {
 		rn.log.Warn(fmt.Sprintf("handler timed out after %v and was killed with its process group", rn.cfg.Timeout),
 			append(attrs, "stderr", tail(stderr, 4096))...)
 	case err != nil:
-		rn.failures.Add(1)
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
 		rn.log.Warn("handler failed", append(attrs, "exit", code, "err", err, "stderr", tail(stderr, 4096))...)
+		// Counted after the line is logged, so a reader who sees the
+		// count also finds the line.
+		rn.failures.Add(1)
 	default:
 		rn.log.Debug("handler ran", append(attrs, "stdout", tail(stdout, 1024), "stderr", tail(stderr, 1024))...)
 	}
