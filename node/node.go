@@ -172,17 +172,27 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// syncAddrOf returns the sync address (PORT+1) of a node address.
-func syncAddrOf(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("address %q: want HOST:PORT", addr)
+// SyncAddr returns the sync address of a node address HOST:PORT: the node
+// gossips on PORT and syncs on PORT+1. It is the one place of that rule.
+func SyncAddr(addr string) (string, error) {
+	if err := CheckAddr(addr); err != nil {
+		return "", err
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65534 {
-		return "", fmt.Errorf("address %q: port must be 1 to 65534", addr)
-	}
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
 	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+// CheckAddr validates a node address HOST:PORT; PORT+1 must be a port too.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("address %q: want HOST:PORT", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65534 {
+		return fmt.Errorf("address %q: port must be 1 to 65534 (the node uses PORT and PORT+1)", addr)
+	}
+	return nil
 }
 
 func (n *Node) startNetwork() error {
@@ -195,11 +205,11 @@ func (n *Node) startNetwork() error {
 		adv = cfg.Bind
 	}
 	n.name = adv
-	syncBind, err := syncAddrOf(cfg.Bind)
+	syncBind, err := SyncAddr(cfg.Bind)
 	if err != nil {
 		return err
 	}
-	if n.syncAddr, err = syncAddrOf(adv); err != nil {
+	if n.syncAddr, err = SyncAddr(adv); err != nil {
 		return err
 	}
 	seed := cfg.Seed
@@ -270,13 +280,19 @@ func (n *Node) clusterAddrs() []string {
 	if err != nil {
 		return nil
 	}
+	return ParseClusterFile(b)
+}
+
+// ParseClusterFile parses the content of /.cluster: one HOST:PORT per
+// line; '#' starts a comment; blank lines are skipped. It is the one
+// parser of that file.
+func ParseClusterFile(b []byte) []string {
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
 		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = strings.TrimSpace(line[:i])
+			line = line[:i]
 		}
-		if line != "" {
+		if line = strings.TrimSpace(line); line != "" {
 			out = append(out, line)
 		}
 	}
@@ -348,14 +364,14 @@ func (n *Node) syncPeers() []string {
 			}
 			if p := m.Tags["sync"]; p != "" {
 				out = append(out, net.JoinHostPort(host, p))
-			} else if a, err := syncAddrOf(m.Addr); err == nil {
+			} else if a, err := SyncAddr(m.Addr); err == nil {
 				out = append(out, a)
 			}
 		}
 	}
 	if len(out) == 0 {
 		for _, a := range n.joinTargets() {
-			if s, err := syncAddrOf(a); err == nil {
+			if s, err := SyncAddr(a); err == nil {
 				out = append(out, s)
 			}
 		}
@@ -601,7 +617,7 @@ func (n *Node) syncAddrOfMember(name string) string {
 			return net.JoinHostPort(host, p)
 		}
 	}
-	if a, err := syncAddrOf(name); err == nil {
+	if a, err := SyncAddr(name); err == nil {
 		return a
 	}
 	return ""

@@ -8,6 +8,7 @@ need=()
 dpkg -s libfuse-dev >/dev/null 2>&1 || need+=(libfuse-dev)
 dpkg -s fuse >/dev/null 2>&1 || need+=(fuse)
 dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s bash-completion >/dev/null 2>&1 || need+=(bash-completion)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2

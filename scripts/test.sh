@@ -14,4 +14,6 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# go.mod and go.sum must say exactly what the code imports.
+go mod tidy -diff
 go test -race -timeout 80m "$@" ./...

@@ -22,7 +22,7 @@
 //
 // Summarize renders the overview of a results directory (the issue's
 // targets and the original BaseFS's figures beside ours). The command
-// `basefs testbed` drives all of this; testbed/results/README.md lists the
+// `basefs-testbed` drives all of this; testbed/results/README.md lists the
 // exact commands that produced the committed results.
 //
 // # Simulated time

@@ -49,7 +49,7 @@ func (r *FaultReport) OK() bool { return len(r.Violations) == 0 }
 
 // ReplayCommand is the command that replays seed.
 func ReplayCommand(seed int64) string {
-	return fmt.Sprintf("go test ./testbed -run 'TestFaults$' -v -faults.seed %d   (or: basefs testbed faults --seed %d --seeds 1 -v)", seed, seed)
+	return fmt.Sprintf("go test ./testbed -run 'TestFaults$' -v -faults.seed %d   (or: basefs-testbed faults --seed %d --seeds 1 -v)", seed, seed)
 }
 
 // faultTuning makes gossip react on a fault schedule's time scale.

@@ -92,8 +92,8 @@ func Summarize(dir string) string {
 	b.WriteString("Every directory here holds `data.csv` (one row per trial), `plot.svg` and `report.md` (the exact command, the machine and its load, " +
 		"the parameters, medians and maxima, the bare Serf floor measured in the same run, the original BaseFS's figures beside ours, and how simulated " +
 		"time relates to real time). Regenerate them with the commands below, from the repository root, with a built `bin/basefs` " +
-		"(`go build -o bin/basefs ./cmd/basefs`); `bin/basefs testbed all --quick` reruns everything at a scale that finishes well within an hour, " +
-		"`bin/basefs testbed summary` rewrites this page from the CSV files.\n\n")
+		"(`go build -o bin/ ./cmd/basefs ./cmd/basefs-testbed`); `bin/basefs-testbed all --quick` reruns everything at a scale that finishes well within an hour, " +
+		"`bin/basefs-testbed summary` rewrites this page from the CSV files.\n\n")
 	b.WriteString("Simulated time is real time: the simulated network delivers at wall-clock instants and the nodes use their ordinary clocks, " +
 		"so a simulated second is a second; each report gives simnet's worst scheduling lag and the CPU used, which say whether the machine kept up.\n\n")
 	b.WriteString("## Targets\n\n| target | goal | measured | verdict |\n|---|---|---|---|\n")

@@ -4,9 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,13 +54,8 @@ func cmdFingerprint(env *cliEnv, p *parsed) error {
 
 // checkAddr validates a HOST:PORT node address.
 func checkAddr(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil || host == "" {
-		return usagef("address %q: want HOST:PORT", a)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65534 {
-		return usagef("address %q: port must be 1 to 65534 (the node uses PORT and PORT+1)", a)
+	if err := node.CheckAddr(a); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/basefs/basefs/agent"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/log"
@@ -27,7 +28,7 @@ type demoNode struct {
 	home, addr string
 	mnt        string // mount point, when mounted
 	n          *node.Node
-	stop       []func() error
+	a          *agent.Agent
 }
 
 func cmdDemo(env *cliEnv, p *parsed) error {
@@ -101,53 +102,7 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 		}
 	}()
 	lg := env.logger()
-	startNode := func(nd *demoNode) error {
-		n, err := node.Start(node.Config{Dir: filepath.Join(nd.home, "fs", "demo"), Control: true, Logger: lg,
-			Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second})
-		if err != nil {
-			return fmt.Errorf("node at %s: %v", nd.addr, err)
-		}
-		nd.n = n
-		return nil
-	}
-	if err := startNode(nodes[0]); err != nil {
-		return err
-	}
-	for _, nd := range nodes[1:] {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := syncproto.GetWithOptions(ctx, nil, mustSyncAddr(nodes[0].addr), filepath.Join(nd.home, "fs", "demo"), "demo", nil,
-			syncproto.GetOptions{Logger: lg})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("get into %s: %v", nd.home, err)
-		}
-		if err := startNode(nd); err != nil {
-			return err
-		}
-	}
-	say("  nodes running at %s", strings.Join(addrs, ", "))
 	mounted := demoCanMount() == nil
-	if mounted {
-		for i, nd := range nodes {
-			nd.mnt = filepath.Join(nd.home, "mnt")
-			if err := os.MkdirAll(nd.mnt, 0o755); err != nil {
-				return err
-			}
-			k := key
-			if i == 2 {
-				k = own
-			}
-			m, err := fsapi.Mount(nd.n.Replica(), nd.mnt, fsapi.Options{Key: k, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Logger: lg, Mount: nd.mnt})
-			if err != nil {
-				return fmt.Errorf("mount %s: %v", nd.mnt, err)
-			}
-			nd.stop = append(nd.stop, m.Unmount)
-		}
-		say("  mounted each node's tree at %s/node{1,2,3}/mnt", dir)
-	} else {
-		say("  (not mounting: %v)", demoCanMount())
-	}
-
 	// A handler on node 3: whenever something under /etc/hosts.d changes,
 	// regenerate a hosts file from the tree and "reload" the service (the
 	// README's example, with a log line standing in for the reload).
@@ -158,16 +113,52 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	if err := os.WriteFile(script, []byte(demoHandler(cat, generated, hlog)), 0o755); err != nil {
 		return err
 	}
-	h, err := handlers.Start(nodes[2].n.Replica(), handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/hosts.d/**", Script: script}},
-		Name: "demo", Mount: nodes[2].mnt, StateDir: filepath.Join(nodes[2].home, "fs", "demo"), Logger: lg})
-	if err != nil {
+	startNode := func(i int, nd *demoNode) error {
+		fsDir := filepath.Join(nd.home, "fs", "demo")
+		cfg := agent.Config{Logger: lg, HandlerStopTimeout: 10 * time.Second,
+			Node: node.Config{Dir: fsDir, Control: true, Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second}}
+		if mounted {
+			nd.mnt = filepath.Join(nd.home, "mnt")
+			if err := os.MkdirAll(nd.mnt, 0o755); err != nil {
+				return err
+			}
+			k := key
+			if i == 2 {
+				k = own
+			}
+			cfg.MountDir, cfg.Mount = nd.mnt, fsapi.Options{Key: k, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+		}
+		if i == 2 {
+			cfg.Handlers = handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/hosts.d/**", Script: script}}, Name: "demo", StateDir: fsDir}
+		}
+		a, err := agent.Start(cfg)
+		if err != nil {
+			return fmt.Errorf("node at %s: %v", nd.addr, err)
+		}
+		nd.a, nd.n = a, a.Node()
+		return nil
+	}
+	if err := startNode(0, nodes[0]); err != nil {
 		return err
 	}
-	nodes[2].stop = append(nodes[2].stop, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return h.Stop(ctx)
-	})
+	for i, nd := range nodes[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := syncproto.GetWithOptions(ctx, nil, mustSyncAddr(nodes[0].addr), filepath.Join(nd.home, "fs", "demo"), "demo", nil,
+			syncproto.GetOptions{Logger: lg})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("get into %s: %v", nd.home, err)
+		}
+		if err := startNode(i+1, nd); err != nil {
+			return err
+		}
+	}
+	say("  nodes running at %s", strings.Join(addrs, ", "))
+	if mounted {
+		say("  mounted each node's tree at %s/node{1,2,3}/mnt", dir)
+	} else {
+		say("  (not mounting: %v)", demoCanMount())
+	}
 
 	if err := demoWaitMembers(nodes, 30*time.Second); err != nil {
 		return err
@@ -247,13 +238,8 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 }
 
 func (nd *demoNode) shutdown() {
-	for i := len(nd.stop) - 1; i >= 0; i-- {
-		nd.stop[i]()
-	}
-	nd.stop = nil
-	if nd.n != nil {
-		nd.n.Stop()
-		nd.n = nil
+	if nd.a != nil {
+		nd.a.Stop()
 	}
 }
 
@@ -328,7 +314,7 @@ func demoPort() (int, error) {
 }
 
 func mustSyncAddr(addr string) string {
-	s, _ := nodeSyncAddr(addr)
+	s, _ := node.SyncAddr(addr)
 	return s
 }
 

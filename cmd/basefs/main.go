@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/spf13/cobra"
+
 	"github.com/basefs/basefs/replica"
 )
 
@@ -54,6 +56,9 @@ type command struct {
 	summary string
 	flags   []flagSpec
 	run     func(env *cliEnv, p *parsed) error
+	// complete completes the positional arguments; nil completes
+	// NAME:/path targets.
+	complete func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective)
 }
 
 var keyFlag = flagSpec{name: "key", value: true, valueFor: "PATH", help: "private key to sign with (default HOME/id_ed25519)"}
@@ -105,7 +110,8 @@ func commands() []*command {
 			flags: runFlags, run: cmdRun},
 		{name: "mount", args: "NAME DIR [run options]", summary: "run a node with the filesystem mounted at DIR; unmounts on exit",
 			flags: runFlags, run: cmdMount},
-		{name: "testbed", args: "convergence|traffic|faults|real|all|summary [options]", summary: "run simulated or real-process experiments and write CSV, SVG plot and report (see testbed/results/README.md)", flags: testbedFlags, run: cmdTestbed},
+		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script (e.g. source <(basefs completion bash))",
+			run: cmdCompletion, complete: completeShells},
 	}
 }
 
@@ -148,62 +154,10 @@ func run(env *cliEnv, args []string) (status int) {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-var globalFlags = []flagSpec{
-	{name: "home", value: true, valueFor: "DIR", help: "node home (default $BASEFS_HOME, then ~/.basefs)"},
-	{name: "log-level", value: true, valueFor: "LEVEL", help: "debug, info, warn or error (default warn; info for run)"},
-	{name: "help", short: "h", help: "show help"},
-}
-
 func dispatch(env *cliEnv, args []string) error {
-	// Global flags come before the command.
-	i := 0
-	var global []string
-	for i < len(args) && strings.HasPrefix(args[i], "-") {
-		global = append(global, args[i])
-		if !strings.Contains(args[i], "=") && (args[i] == "--home" || args[i] == "--log-level") && i+1 < len(args) {
-			i++
-			global = append(global, args[i])
-		}
-		i++
-	}
-	gp, err := parseArgs(global, globalFlags)
-	if err != nil {
-		return err
-	}
-	if gp.has("help") || i >= len(args) || args[i] == "help" {
-		topic := ""
-		if i < len(args) && args[i] == "help" && i+1 < len(args) {
-			topic = args[i+1]
-		}
-		if i >= len(args) && !gp.has("help") {
-			return usagef("no command given (see 'basefs help')")
-		}
-		return printHelp(env.stdout, topic)
-	}
-	env.home, err = resolveHome(gp.get("home"), env.getenv)
-	if err != nil {
-		return err
-	}
-	env.logLevel = slog.LevelWarn
-	if lv := gp.get("log-level"); lv != "" {
-		if err := env.logLevel.UnmarshalText([]byte(lv)); err != nil {
-			return usagef("--log-level %q: use debug, info, warn or error", lv)
-		}
-		env.logLevelSet = true
-	}
-	cmd := findCommand(args[i])
-	if cmd == nil {
-		return usagef("unknown command %q (see 'basefs help')", args[i])
-	}
-	specs := append([]flagSpec{{name: "help", short: "h"}}, cmd.flags...)
-	p, err := parseArgs(args[i+1:], specs)
-	if err != nil {
-		return usagef("%s: %v", cmd.name, err)
-	}
-	if p.has("help") {
-		return printHelp(env.stdout, cmd.name)
-	}
-	return cmd.run(env, p)
+	root := newRoot(env)
+	root.SetArgs(args)
+	return root.Execute()
 }
 
 func printHelp(w io.Writer, topic string) error {

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"encoding/json"
-	"github.com/basefs/basefs/node"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/basefs/basefs/node"
 )
 
 // cli runs basefs commands in-process against one home.

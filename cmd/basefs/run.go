@@ -10,12 +10,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/term"
 
+	"github.com/basefs/basefs/agent"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/handlers"
@@ -53,7 +53,7 @@ func cmdGet(env *cliEnv, p *parsed) error {
 	if err := checkAddr(addr); err != nil {
 		return err
 	}
-	syncAddr, err := nodeSyncAddr(addr)
+	syncAddr, err := node.SyncAddr(addr)
 	if err != nil {
 		return err
 	}
@@ -85,14 +85,6 @@ func cmdGet(env *cliEnv, p *parsed) error {
 	return nil
 }
 
-// nodeSyncAddr is the sync address (PORT+1) of a node address.
-func nodeSyncAddr(addr string) (string, error) {
-	host, port, _ := net.SplitHostPort(addr)
-	var p int
-	fmt.Sscanf(port, "%d", &p)
-	return net.JoinHostPort(host, fmt.Sprint(p+1)), nil
-}
-
 func byteCount(n int64) string {
 	switch {
 	case n >= 1<<30:
@@ -118,8 +110,7 @@ func localBind(r *replica.Replica) (string, bool) {
 			local[ipn.IP.String()] = true
 		}
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
+	for _, line := range node.ParseClusterFile(b) {
 		host, _, err := net.SplitHostPort(line)
 		if err != nil {
 			continue
@@ -227,17 +218,9 @@ func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
 	if !env.logLevelSet {
 		env.logLevel = slog.LevelInfo
 	}
-	cfg, err := env.nodeConfig(name, p)
+	cfg, err := env.agentConfig(name, p, mountDir)
 	if err != nil {
 		return err
-	}
-	if mountDir != "" {
-		if err := fsapi.Supported(); err != nil {
-			return fmt.Errorf("cannot mount: %v", err)
-		}
-		if st, err := os.Stat(mountDir); err != nil || !st.IsDir() {
-			return fmt.Errorf("cannot mount at %s: not an existing directory", mountDir)
-		}
 	}
 	r, err := env.openReplicaWaiting(dir)
 	if err != nil {
@@ -246,93 +229,62 @@ func (env *cliEnv) runNode(name string, p *parsed, mountDir string) error {
 		}
 		return err
 	}
-	if cfg.Bind == "" {
+	defer r.Close()
+	if cfg.Node.Bind == "" {
 		b, ok := localBind(r)
 		if !ok {
-			r.Close()
 			return usagef("give --bind HOST:PORT: none of the addresses in %s:%s is this host's", name, replica.ClusterFile)
 		}
-		cfg.Bind = b
+		cfg.Node.Bind = b
 	}
-	cfg.Replica = r
-	defer r.Close()
+	cfg.Node.Replica = r
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := node.Start(cfg)
+	a, err := agent.Start(cfg)
 	if err != nil {
 		return err
 	}
-	lg := env.logger()
-	lg.Info("node running", "fs", name, "id", r.ID().Short(), "addr", cfg.Bind, "entries", r.NumEntries())
-	extras, err := env.startExtras(n, name, p, mountDir)
-	if err != nil {
-		n.Stop()
-		return err
-	}
+	lg := cfg.Logger
+	lg.Info("node running", "fs", name, "id", r.ID().Short(), "addr", cfg.Node.Bind, "entries", r.NumEntries())
 	select {
 	case <-ctx.Done():
 	case <-env.stopped:
 	}
 	lg.Info("stopping: leaving the cluster")
-	var errs []error
-	for i := len(extras) - 1; i >= 0; i-- {
-		errs = append(errs, extras[i]())
-	}
-	errs = append(errs, n.Stop())
-	if err := errors.Join(errs...); err != nil {
+	if err := a.Stop(); err != nil {
 		return err
 	}
 	lg.Info("stopped")
 	return nil
 }
 
-// startExtras starts what runs beside the node (mount, handlers) and returns
-// their stop functions, in start order.
-func (env *cliEnv) startExtras(n *node.Node, name string, p *parsed, mountDir string) ([]func() error, error) {
-	var stops []func() error
-	specs, err := handlerSpecs(p)
+// agentConfig builds the node, mount and handler configuration from run's
+// flags.
+func (env *cliEnv) agentConfig(name string, p *parsed, mountDir string) (agent.Config, error) {
+	nc, err := env.nodeConfig(name, p)
 	if err != nil {
-		return nil, err
+		return agent.Config{}, err
+	}
+	cfg := agent.Config{Node: nc, MountDir: mountDir, Logger: nc.Logger}
+	if cfg.Handlers.Specs, err = handlerSpecs(p); err != nil {
+		return cfg, err
+	}
+	cfg.Handlers.Name, cfg.Handlers.StateDir, cfg.Handlers.Initial = name, env.fsDir(name), p.has("handler-initial")
+	if s := p.get("handler-timeout"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return cfg, usagef("--handler-timeout %q: give a duration, like 30s", s)
+		}
+		cfg.Handlers.Timeout = d
 	}
 	if mountDir != "" {
 		key, err := env.loadKey(p)
 		if err != nil {
-			return nil, err
+			return cfg, err
 		}
-		abs, err := filepath.Abs(mountDir)
-		if err != nil {
-			return nil, err
-		}
-		m, err := fsapi.Mount(n.Replica(), abs, fsapi.Options{Key: key, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-			Logger: env.logger(), Mount: abs})
-		if err != nil {
-			return nil, fmt.Errorf("cannot mount %s: %v", abs, err)
-		}
-		env.logger().Info("mounted", "dir", abs)
-		mountDir = abs
-		stops = append(stops, m.Unmount)
+		cfg.Mount = fsapi.Options{Key: key, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	}
-	if len(specs) > 0 {
-		cfg := handlers.Config{Specs: specs, Name: name, Mount: mountDir, StateDir: env.fsDir(name),
-			Initial: p.has("handler-initial"), Logger: env.logger()}
-		if s := p.get("handler-timeout"); s != "" {
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 {
-				return nil, usagef("--handler-timeout %q: give a duration, like 30s", s)
-			}
-			cfg.Timeout = d
-		}
-		h, err := handlers.Start(n.Replica(), cfg)
-		if err != nil {
-			return nil, err
-		}
-		stops = append(stops, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			return h.Stop(ctx)
-		})
-	}
-	return stops, nil
+	return cfg, nil
 }
 
 func handlerSpecs(p *parsed) ([]handlers.Spec, error) {

@@ -19,7 +19,7 @@ import (
 	"github.com/basefs/basefs/testbed/simnet"
 )
 
-// testbedFlags are the flags of `basefs testbed`; each experiment reads the
+// testbedFlags are the flags of basefs-testbed; each experiment reads the
 // ones it needs.
 var testbedFlags = []flagSpec{
 	{name: "vary", value: true, valueFor: "PARAM", help: "convergence: objects, delay, loss, bandwidth, sync or nodes"},
@@ -48,7 +48,7 @@ var testbedFlags = []flagSpec{
 	{name: "timeout", value: true, valueFor: "DURATION", help: "per-trial bound (default 120s)"},
 	{name: "no-floor", help: "convergence: do not send the bare Serf events"},
 	{name: "netns", help: "real: run each node in its own network namespace (root, ip, nft)"},
-	{name: "binary", value: true, valueFor: "PATH", help: "real: the basefs binary (default this one)"},
+	{name: "binary", value: true, valueFor: "PATH", help: "real: the basefs binary (default: beside this one, else on PATH)"},
 	{name: "out", value: true, valueFor: "DIR", help: "where data.csv, plot.svg and report.md go"},
 	{name: "quick", help: "all: a scale that finishes well within an hour"},
 	{name: "verbose", short: "v", help: "print progress"},
@@ -68,7 +68,7 @@ func cmdTestbed(env *cliEnv, p *parsed) error {
 	go func() {
 		select {
 		case s := <-sigs:
-			fmt.Fprintf(env.stderr, "basefs: testbed: %v: stopping\n", s)
+			fmt.Fprintf(env.stderr, "basefs-testbed: %v: stopping\n", s)
 			cancelRun()
 		case <-ctx.Done():
 		}
@@ -101,27 +101,9 @@ func cmdTestbed(env *cliEnv, p *parsed) error {
 	// leaves the machine usable (the collector works harder near it).
 	debug.SetGCPercent(200)
 	debug.SetMemoryLimit(8 << 30)
-	line := "basefs testbed " + strings.Join(p.raw(), " ")
-	if len(os.Args) > 1 && filepath.Base(os.Args[0]) == "basefs" {
-		line = "basefs " + strings.Join(os.Args[1:], " ") // exactly as typed
-	}
+	line := "basefs-testbed " + strings.Join(p.raw(), " ")
 	_, err := runTestbed(ctx, env, p, line)
 	return err
-}
-
-// raw reconstructs the command line's flags and arguments (for reports).
-func (p *parsed) raw() []string {
-	out := append([]string(nil), p.args...)
-	for _, spec := range testbedFlags {
-		for _, v := range p.flags[spec.name] {
-			if spec.value {
-				out = append(out, "--"+spec.name, v)
-			} else {
-				out = append(out, "--"+spec.name)
-			}
-		}
-	}
-	return out
 }
 
 // testbedResult is what one experiment produced.
@@ -287,13 +269,9 @@ func runTestbed(ctx context.Context, env *cliEnv, p *parsed, line string) (*test
 		}
 		return res, ctx.Err()
 	case "real":
-		bin := p.get("binary")
-		if bin == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return nil, err
-			}
-			bin = exe
+		bin, err := basefsBinary(p.get("binary"))
+		if err != nil {
+			return nil, err
 		}
 		r, err := testbed.RunCompare(ctx, testbed.RealSpec{Binary: bin, Nodes: nodes, Objects: geti("objects", 16), Size: size,
 			Trials: trials, Loss: loss, Netns: p.has("netns"), SyncInterval: sync, Seed: seed, Timeout: timeout, Logf: logf}, line)
@@ -360,7 +338,6 @@ func testbedPlan(out string, quick bool) [][]string {
 // runTestbedAll runs the plan and writes out/README.md with the targets.
 // An experiment that fails is reported and the others still run.
 func runTestbedAll(ctx context.Context, env *cliEnv, out string, quick, verbose bool) error {
-	specs := append([]flagSpec{{name: "help", short: "h"}}, testbedFlags...)
 	var failed []string
 	for _, args := range testbedPlan(out, quick) {
 		if args[0] == "real" && testbed.NetnsAvailable() != nil {
@@ -369,15 +346,15 @@ func runTestbedAll(ctx context.Context, env *cliEnv, out string, quick, verbose 
 		if verbose {
 			args = append(args, "-v")
 		}
-		p, err := parseArgs(args, specs)
+		p, err := parseArgs(args)
 		if err != nil {
 			return err
 		}
-		line := "basefs testbed " + strings.Join(args, " ")
+		line := "basefs-testbed " + strings.Join(args, " ")
 		fmt.Fprintf(env.stdout, "== %s\n", line)
 		if _, err := runTestbed(ctx, env, p, line); err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", line, err))
-			fmt.Fprintf(env.stderr, "basefs: %s: %v\n", line, err)
+			fmt.Fprintf(env.stderr, "basefs-testbed: %s: %v\n", line, err)
 		}
 		if ctx.Err() != nil {
 			break
