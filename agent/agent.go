@@ -2,7 +2,8 @@
 // mount and the handlers. It owns their order: the node starts first (its
 // replica, gossip, sync and control socket), then the mount, then the
 // handlers; Stop undoes them in reverse, so handlers never see a tree that
-// is going away and the node leaves the cluster last. The command line's
+// is going away and the node leaves the cluster last. The control socket
+// starts right after the node and closes right before it. The command line's
 // `run`, `mount` and `demo` are short callers of this package.
 //
 // An Agent is safe for concurrent use: Stop may be called from any
@@ -23,15 +24,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/node"
+	"github.com/basefs/basefs/ops"
 )
 
 // Config is one node and what runs beside it.
 type Config struct {
 	// Node is the node's configuration.
 	Node node.Config
+	// Control serves the control socket (package control) in Node.Dir, so
+	// the command line acts through this node.
+	Control bool
 	// MountDir, when set, is where the filesystem is mounted.
 	MountDir string
 	// Mount holds the mount's options; Mount.Key must be set when MountDir
@@ -59,7 +65,8 @@ type Agent struct {
 	err     error
 }
 
-// Start starts the node, then the mount, then the handlers. When a part
+// Start starts the node and its control socket, then the mount, then the
+// handlers. When a part
 // fails, what already started is stopped again and the error says which
 // part failed.
 func Start(cfg Config) (*Agent, error) {
@@ -93,6 +100,14 @@ func Start(cfg Config) (*Agent, error) {
 	}
 	a.n = n
 	a.stops = append(a.stops, n.Stop)
+	if cfg.Control {
+		cs, err := control.Listen(cfg.Node.Dir, ops.Local{R: n.Replica(), Node: n}, lg)
+		if err != nil {
+			a.Stop()
+			return nil, err
+		}
+		a.stops = append(a.stops, cs.Close)
+	}
 	if a.mount != "" {
 		opts := cfg.Mount
 		opts.Mount = a.mount

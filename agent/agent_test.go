@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/node"
@@ -37,11 +38,11 @@ func newFS(t *testing.T) (string, ed25519.PrivateKey) {
 // concurrently and again, and every call reports the same result.
 func TestStartStop(t *testing.T) {
 	dir, _ := newFS(t)
-	a, err := Start(Config{Node: node.Config{Dir: dir, Control: true}})
+	a, err := Start(Config{Node: node.Config{Dir: dir}, Control: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := node.DialControl(dir)
+	c, err := control.Dial(dir)
 	if err != nil {
 		t.Fatalf("control socket: %v", err)
 	}
@@ -58,7 +59,7 @@ func TestStartStop(t *testing.T) {
 			t.Fatalf("Stop results differ: %v", errs)
 		}
 	}
-	if _, err := node.DialControl(dir); err == nil {
+	if _, err := control.Dial(dir); err == nil {
 		t.Fatal("control socket still answers after Stop")
 	}
 	// The store was released: another agent can start on it.
@@ -77,7 +78,7 @@ func TestBadMountDir(t *testing.T) {
 	}
 	dir, root := newFS(t)
 	missing := filepath.Join(t.TempDir(), "nope")
-	_, err := Start(Config{Node: node.Config{Dir: dir, Control: true}, MountDir: missing, Mount: fsapi.Options{Key: root}})
+	_, err := Start(Config{Node: node.Config{Dir: dir}, Control: true, MountDir: missing, Mount: fsapi.Options{Key: root}})
 	if err == nil || !strings.Contains(err.Error(), "no such directory") {
 		t.Fatalf("err = %v", err)
 	}
@@ -114,7 +115,7 @@ func TestMountAndHandlers(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "fired")
 	script := filepath.Join(t.TempDir(), "h.sh")
 	os.WriteFile(script, []byte("#!/bin/sh\necho \"$BASEFS_EVENT $BASEFS_PATH $BASEFS_MOUNT\" >> "+out+"\n"), 0o755)
-	a, err := Start(Config{Node: node.Config{Dir: dir, Control: true}, MountDir: mnt, Mount: fsapi.Options{Key: root},
+	a, err := Start(Config{Node: node.Config{Dir: dir}, Control: true, MountDir: mnt, Mount: fsapi.Options{Key: root},
 		Handlers: handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/**", Script: script}}, Name: "agent", StateDir: dir,
 			Quiet: 10 * time.Millisecond}})
 	if err != nil {

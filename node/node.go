@@ -1,7 +1,7 @@
 // Package node runs one basefs node for one filesystem: the replica, gossip
-// (Serf) for membership and fast dissemination, anti-entropy sync that
-// repairs what gossip misses, and the control socket through which the CLI
-// acts on the running node. The network underneath is an interface, so the
+// (Serf) for membership and fast dissemination, and anti-entropy sync that
+// repairs what gossip misses. (Package agent adds the control socket, the
+// mount and the handlers.) The network underneath is an interface, so the
 // same node runs over real sockets or an in-process simulated network.
 package node
 
@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"math/rand"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,12 +59,10 @@ type Config struct {
 	// Replica, when set, is used instead of opening Dir (the node then does
 	// not close it on Stop).
 	Replica *replica.Replica
-	// Control serves the control socket in Dir.
-	Control bool
 	Logger  *slog.Logger
 
 	// Bind is HOST:PORT. Gossip uses PORT (UDP and TCP), sync PORT+1 (TCP).
-	// Empty: no networking (the control socket only).
+	// Empty: no networking.
 	Bind string
 	// Advertise is the HOST:PORT others reach this node at (default Bind).
 	Advertise string
@@ -95,10 +92,9 @@ type Config struct {
 
 // Node is a running node. Its methods are safe for concurrent use.
 type Node struct {
-	cfg     Config
-	logger  *slog.Logger
-	r       *replica.Replica
-	control *ControlServer
+	cfg    Config
+	logger *slog.Logger
+	r      *replica.Replica
 
 	g        *gossip.Gossip
 	sync     *syncproto.Service
@@ -160,14 +156,6 @@ func Start(cfg Config) (*Node, error) {
 			n.shutdown()
 			return nil, err
 		}
-	}
-	if cfg.Control {
-		cs, err := listenControl(n, filepath.Join(cfg.Dir, SocketName), logger)
-		if err != nil {
-			n.shutdown()
-			return nil, err
-		}
-		n.control = cs
 	}
 	return n, nil
 }
@@ -702,9 +690,6 @@ func (n *Node) Stop() error {
 
 func (n *Node) shutdown() error {
 	var errs []error
-	if n.control != nil {
-		errs = append(errs, n.control.Close())
-	}
 	if n.g != nil {
 		if err := n.g.Leave(); err != nil {
 			n.logger.Debug("leave", "err", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
+	"github.com/basefs/basefs/ops"
 	"github.com/basefs/basefs/replica"
 )
 
@@ -110,7 +111,7 @@ func cmdBootstrap(env *cliEnv, p *parsed) error {
 }
 
 func cmdGrant(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "grant", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
+	return env.onTarget(p, "grant", 2, true, func(b backend, path string, key ops.Signer) error {
 		pub, err := log.ReadPublicKey(p.args[1])
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("no public key file %s", p.args[1])
@@ -118,7 +119,7 @@ func cmdGrant(env *cliEnv, p *parsed) error {
 		if err != nil {
 			return err
 		}
-		if err := b.Grant(key, path, pub); err != nil {
+		if _, err := b.Grant(key, path, pub); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "granted key %s write authority over %s\n", log.Fingerprint(pub), path)
@@ -127,12 +128,12 @@ func cmdGrant(env *cliEnv, p *parsed) error {
 }
 
 func cmdRevoke(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "revoke", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
+	return env.onTarget(p, "revoke", 2, true, func(b backend, path string, key ops.Signer) error {
 		k, err := b.ResolveKey(p.args[1])
 		if err != nil {
 			return err
 		}
-		if err := b.Revoke(key, path, k); err != nil {
+		if _, err := b.Revoke(key, path, k); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.stdout, "revoked key %s at %s; its entries seen here stay, acknowledged\n", log.Fingerprint(k[:]), path)
@@ -141,7 +142,7 @@ func cmdRevoke(env *cliEnv, p *parsed) error {
 }
 
 func cmdLog(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "log", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
+	return env.onTarget(p, "log", 1, false, func(b backend, path string, _ ops.Signer) error {
 		recs, err := b.Log(path)
 		if err != nil {
 			return err
@@ -173,7 +174,7 @@ func cmdLog(env *cliEnv, p *parsed) error {
 }
 
 func cmdRevert(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "revert", 2, true, func(b backend, path string, key ed25519.PrivateKey) error {
+	return env.onTarget(p, "revert", 2, true, func(b backend, path string, key ops.Signer) error {
 		h, err := b.ResolveEntry(path, p.args[1])
 		if err != nil {
 			return err
@@ -192,7 +193,7 @@ func cmdRevert(env *cliEnv, p *parsed) error {
 }
 
 func cmdConflicts(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "conflicts", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
+	return env.onTarget(p, "conflicts", 1, false, func(b backend, path string, _ ops.Signer) error {
 		rep, err := b.Conflicts(path)
 		if err != nil {
 			return err

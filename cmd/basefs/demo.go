@@ -115,8 +115,8 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	}
 	startNode := func(i int, nd *demoNode) error {
 		fsDir := filepath.Join(nd.home, "fs", "demo")
-		cfg := agent.Config{Logger: lg, HandlerStopTimeout: 10 * time.Second,
-			Node: node.Config{Dir: fsDir, Control: true, Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second}}
+		cfg := agent.Config{Logger: lg, HandlerStopTimeout: 10 * time.Second, Control: true,
+			Node: node.Config{Dir: fsDir, Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second}}
 		if mounted {
 			nd.mnt = filepath.Join(nd.home, "mnt")
 			if err := os.MkdirAll(nd.mnt, 0o755); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/ops"
 	"github.com/basefs/basefs/replica"
 	"github.com/basefs/basefs/view"
 )
@@ -19,7 +19,7 @@ import (
 // runs fn with that filesystem's backend and the path. With sign, the
 // signing key is loaded first, so a missing key is reported before anything
 // is opened.
-func (env *cliEnv) onTarget(p *parsed, cmd string, n int, sign bool, fn func(b backend, path string, key ed25519.PrivateKey) error) error {
+func (env *cliEnv) onTarget(p *parsed, cmd string, n int, sign bool, fn func(b backend, path string, key ops.Signer) error) error {
 	if err := nArgs(p, cmd, n, n); err != nil {
 		return err
 	}
@@ -27,9 +27,9 @@ func (env *cliEnv) onTarget(p *parsed, cmd string, n int, sign bool, fn func(b b
 	if err != nil {
 		return err
 	}
-	var key ed25519.PrivateKey
+	var key ops.Signer
 	if sign {
-		if key, err = env.loadKey(p); err != nil {
+		if key, err = env.signer(p); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func modeString(n view.Node) string {
 }
 
 func cmdLs(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "ls", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
+	return env.onTarget(p, "ls", 1, false, func(b backend, path string, _ ops.Signer) error {
 		n, err := b.Stat(path)
 		if err != nil {
 			return err
@@ -150,7 +150,7 @@ func cmdLs(env *cliEnv, p *parsed) error {
 }
 
 func cmdCat(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "cat", 1, false, func(b backend, path string, _ ed25519.PrivateKey) error {
+	return env.onTarget(p, "cat", 1, false, func(b backend, path string, _ ops.Signer) error {
 		data, err := b.ReadFile(path)
 		if err != nil {
 			return err
@@ -165,7 +165,7 @@ func cmdWrite(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	return env.onTarget(p, "write", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
+	return env.onTarget(p, "write", 1, true, func(b backend, path string, key ops.Signer) error {
 		data, err := io.ReadAll(io.LimitReader(env.stdin, log.MaxFileSize+1))
 		if err != nil {
 			return fmt.Errorf("reading standard input: %v", err)
@@ -173,7 +173,8 @@ func cmdWrite(env *cliEnv, p *parsed) error {
 		if len(data) > log.MaxFileSize {
 			return fmt.Errorf("input is larger than the %d-byte file size limit", log.MaxFileSize)
 		}
-		return b.WriteFile(key, path, data, replica.WriteOptions{Mode: mode, Parents: true, Sync: true})
+		_, err = b.WriteFile(key, path, data, replica.WriteOptions{Mode: mode, Parents: true, Sync: true})
+		return err
 	})
 }
 
@@ -182,17 +183,17 @@ func cmdMkdir(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	return env.onTarget(p, "mkdir", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
-		return b.Mkdir(key, path, mode, p.has("parents"))
+	return env.onTarget(p, "mkdir", 1, true, func(b backend, path string, key ops.Signer) error {
+		return b.Mkdir(key, path, ops.MkdirOptions{Mode: mode, Parents: p.has("parents")})
 	})
 }
 
 func cmdRm(env *cliEnv, p *parsed) error {
-	return env.onTarget(p, "rm", 1, true, func(b backend, path string, key ed25519.PrivateKey) error {
+	return env.onTarget(p, "rm", 1, true, func(b backend, path string, key ops.Signer) error {
 		if path == "/" {
 			return usagef("refusing to remove / (remove what is inside it instead)")
 		}
-		return b.Remove(key, path, p.has("recursive") || p.has("R"))
+		return b.Remove(key, path, ops.RemoveOptions{Recursive: p.has("recursive") || p.has("R")})
 	})
 }
 
@@ -211,7 +212,7 @@ func cmdMv(env *cliEnv, p *parsed) error {
 	if name != name2 {
 		return usagef("mv works within one filesystem (%s and %s differ)", name, name2)
 	}
-	key, err := env.loadKey(p)
+	key, err := env.signer(p)
 	if err != nil {
 		return err
 	}
@@ -234,7 +235,7 @@ func cmdLn(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	key, err := env.loadKey(p)
+	key, err := env.signer(p)
 	if err != nil {
 		return err
 	}
@@ -264,11 +265,11 @@ func cmdChmod(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	key, err := env.loadKey(p)
+	key, err := env.signer(p)
 	if err != nil {
 		return err
 	}
-	return env.withBackend(name, func(b backend) error { return b.SetAttr(key, path, &mode, 0) })
+	return env.withBackend(name, func(b backend) error { return b.SetAttr(key, path, ops.SetAttrOptions{Mode: &mode}) })
 }
 
 func writeJSON(w io.Writer, v any) error {

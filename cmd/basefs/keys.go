@@ -5,9 +5,9 @@ import (
 	"os"
 	"sort"
 
+	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/log"
-	"github.com/basefs/basefs/node"
 )
 
 // cmdGossipKey manages the shared gossip encryption key: generate writes a
@@ -61,7 +61,7 @@ func cmdGossipKey(env *cliEnv, p *parsed) error {
 	if err := log.ValidateFSName(name); err != nil {
 		return usagef("%v", err)
 	}
-	c, err := node.DialControl(env.fsDir(name))
+	c, err := control.Dial(env.fsDir(name))
 	if err != nil {
 		return fmt.Errorf("no node of this home is running %s: gossip keys change in a running cluster", name)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/basefs/basefs/agent"
 	"github.com/basefs/basefs/node"
 )
 
@@ -225,11 +226,11 @@ func TestLogRevertStatusVerify(t *testing.T) {
 func TestCommandsThroughRunningNode(t *testing.T) {
 	c := newCLI(t)
 	c.setup()
-	n, err := node.Start(node.Config{Dir: filepath.Join(c.home, "fs", "demo"), Control: true})
+	a, err := agent.Start(agent.Config{Node: node.Config{Dir: filepath.Join(c.home, "fs", "demo")}, Control: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Stop()
+	defer a.Stop()
 	c.ok("hello\n", "write", "demo:/etc/motd")
 	if got := c.ok("", "cat", "demo:/etc/motd"); got != "hello\n" {
 		t.Fatalf("cat through node: %q", got)

@@ -11,8 +11,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/log"
-	"github.com/basefs/basefs/node"
+	"github.com/basefs/basefs/ops"
 	"github.com/basefs/basefs/replica"
 )
 
@@ -210,16 +211,16 @@ func (env *cliEnv) completeTarget(cmd *cobra.Command, _ []string, toComplete str
 // skipped at once instead of waited for.
 func (env *cliEnv) withBackendQuiet(name string, fn func(b backend) error) error {
 	dir := env.fsDir(name)
-	if c, err := node.DialControl(dir); err == nil {
+	if c, err := control.Dial(dir); err == nil {
 		defer c.Close()
-		return fn(remoteBackend{c})
+		return fn(c)
 	}
 	r, err := replica.Open(dir, replica.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return fn(localBackend{r})
+	return fn(localBackend{ops.Local{R: r}})
 }
 
 // filesystems lists the filesystem names of this home.

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/basefs/basefs/agent"
+	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/handlers"
@@ -58,7 +59,7 @@ func cmdGet(env *cliEnv, p *parsed) error {
 		return err
 	}
 	dir := env.fsDir(name)
-	if c, err := node.DialControl(dir); err == nil {
+	if c, err := control.Dial(dir); err == nil {
 		c.Close()
 		return fmt.Errorf("a node of this home is running %s; stop it before get (it keeps itself up to date)", name)
 	}
@@ -129,7 +130,7 @@ func localBind(r *replica.Replica) (string, bool) {
 // nodeConfig builds a node configuration from run's flags.
 func (env *cliEnv) nodeConfig(name string, p *parsed) (node.Config, error) {
 	dir := env.fsDir(name)
-	cfg := node.Config{Dir: dir, Control: true, Logger: env.logger(), Bind: p.get("bind"), Advertise: p.get("advertise"), Profile: p.get("profile")}
+	cfg := node.Config{Dir: dir, Logger: env.logger(), Bind: p.get("bind"), Advertise: p.get("advertise"), Profile: p.get("profile")}
 	if cfg.Bind != "" {
 		if err := checkAddr(cfg.Bind); err != nil {
 			return cfg, err
@@ -265,7 +266,7 @@ func (env *cliEnv) agentConfig(name string, p *parsed, mountDir string) (agent.C
 	if err != nil {
 		return agent.Config{}, err
 	}
-	cfg := agent.Config{Node: nc, MountDir: mountDir, Logger: nc.Logger}
+	cfg := agent.Config{Node: nc, Control: true, MountDir: mountDir, Logger: nc.Logger}
 	if cfg.Handlers.Specs, err = handlerSpecs(p); err != nil {
 		return cfg, err
 	}

@@ -1,5 +1,0 @@
-//go:build !unix
-
-package node
-
-func syscallUmask(mask int) int { return 0 }
