@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	gopath "path"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +152,10 @@ func cmdLs(env *cliEnv, p *parsed) error {
 
 func cmdCat(env *cliEnv, p *parsed) error {
 	return env.onTarget(p, "cat", 1, false, func(b backend, path string, _ ops.Signer) error {
+		path, err := followLinks(b, path)
+		if err != nil {
+			return err
+		}
 		data, err := b.ReadFile(path)
 		if err != nil {
 			return err
@@ -158,6 +163,20 @@ func cmdCat(env *cliEnv, p *parsed) error {
 		_, err = env.stdout.Write(data)
 		return err
 	})
+}
+
+// followLinks resolves path through relative symbolic links inside the
+// filesystem, as cat(1) follows links in the mount. An absolute target
+// names a path of the machine the tree is mounted on, so it stays an error.
+func followLinks(b backend, path string) (string, error) {
+	for hops := 0; hops < 40; hops++ {
+		n, err := b.Stat(path)
+		if err != nil || n.Kind != view.KindSymlink || strings.HasPrefix(n.Target, "/") {
+			return path, nil
+		}
+		path = gopath.Join(log.Dir(path), n.Target)
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 func cmdWrite(env *cliEnv, p *parsed) error {

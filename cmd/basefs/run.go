@@ -302,3 +302,51 @@ func handlerSpecs(p *parsed) ([]handlers.Spec, error) {
 	}
 	return specs, nil
 }
+
+func cmdDemo(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "demo", 0, 0); err != nil {
+		return err
+	}
+	dir := p.get("dir")
+	if dir == "" {
+		d, err := os.MkdirTemp("", "basefs-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if s := p.get("for"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return usagef("--for %q: give a duration, like 30s", s)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if env.stopped != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-env.stopped:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		bin = "basefs"
+	}
+	return agent.RunDemo(ctx, agent.DemoConfig{Dir: dir, Out: env.stdout, Binary: bin, Logger: env.logger()})
+}

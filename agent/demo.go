@@ -1,20 +1,19 @@
-package main
+package agent
 
 import (
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/basefs/basefs/agent"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
 	"github.com/basefs/basefs/log"
@@ -28,34 +27,35 @@ type demoNode struct {
 	home, addr string
 	mnt        string // mount point, when mounted
 	n          *node.Node
-	a          *agent.Agent
+	a          *Agent
 }
 
-func cmdDemo(env *cliEnv, p *parsed) error {
-	if err := nArgs(p, "demo", 0, 0); err != nil {
-		return err
+// DemoConfig configures RunDemo.
+type DemoConfig struct {
+	// Dir holds the three nodes' homes, mount points and the handler's
+	// files; it must exist.
+	Dir string
+	// Out receives the demo's narration.
+	Out io.Writer
+	// Binary is the basefs executable the narration's commands (and the
+	// handler script) call.
+	Binary string
+	// Logger receives the nodes' logs (default: discard).
+	Logger *slog.Logger
+}
+
+// RunDemo starts a local 3-node cluster on 127.0.0.1-3 in cfg.Dir: one
+// filesystem, a grant, each node's tree mounted (when FUSE is usable), a
+// handler on node 3, sample configuration written on node 1 and node 3;
+// it narrates each step and the commands to try, runs until ctx is done,
+// and stops the cluster.
+func RunDemo(ctx context.Context, cfg DemoConfig) error {
+	dir := cfg.Dir
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
 	}
-	dir := p.get("dir")
-	if dir == "" {
-		d, err := os.MkdirTemp("", "basefs-demo-")
-		if err != nil {
-			return err
-		}
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	dir, _ = filepath.Abs(dir)
-	var runFor time.Duration
-	if s := p.get("for"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			return usagef("--for %q: give a duration, like 30s", s)
-		}
-		runFor = d
-	}
-	out := env.stdout
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	say := func(format string, args ...any) { fmt.Fprintf(cfg.Out, format+"\n", args...) }
 
 	port, err := demoPort()
 	if err != nil {
@@ -85,7 +85,7 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	if err != nil {
 		return err
 	}
-	r, err := replica.Create(filepath.Join(nodes[0].home, "fs", "demo"), "demo", key, addrs, env.replicaOptions())
+	r, err := replica.Create(filepath.Join(nodes[0].home, "fs", "demo"), "demo", key, addrs, replica.Options{Logger: lg})
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,6 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 			nodes[i].shutdown()
 		}
 	}()
-	lg := env.logger()
 	mounted := demoCanMount() == nil
 	// A handler on node 3: whenever something under /etc/hosts.d changes,
 	// regenerate a hosts file from the tree and "reload" the service (the
@@ -109,13 +108,13 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	hlog := filepath.Join(dir, "node3-handler.log")
 	generated := filepath.Join(dir, "node3-hosts")
 	script := filepath.Join(dir, "regenerate-hosts.sh")
-	cat := fmt.Sprintf("%s --home %s", mustExecutable(), nodes[2].home)
+	cat := fmt.Sprintf("%s --home %s", cfg.Binary, nodes[2].home)
 	if err := os.WriteFile(script, []byte(demoHandler(cat, generated, hlog)), 0o755); err != nil {
 		return err
 	}
 	startNode := func(i int, nd *demoNode) error {
 		fsDir := filepath.Join(nd.home, "fs", "demo")
-		cfg := agent.Config{Logger: lg, HandlerStopTimeout: 10 * time.Second, Control: true,
+		cfg := Config{Logger: lg, HandlerStopTimeout: 10 * time.Second, Control: true,
 			Node: node.Config{Dir: fsDir, Bind: nd.addr, SyncInterval: 2 * time.Second, RetryInterval: time.Second}}
 		if mounted {
 			nd.mnt = filepath.Join(nd.home, "mnt")
@@ -131,7 +130,7 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 		if i == 2 {
 			cfg.Handlers = handlers.Config{Specs: []handlers.Spec{{Glob: "/etc/hosts.d/**", Script: script}}, Name: "demo", StateDir: fsDir}
 		}
-		a, err := agent.Start(cfg)
+		a, err := Start(cfg)
 		if err != nil {
 			return fmt.Errorf("node at %s: %v", nd.addr, err)
 		}
@@ -208,7 +207,7 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	if b, err := os.ReadFile(hlog); err == nil {
 		say("  node 3's handler ran:\n%s", indent(string(b), "    "))
 	}
-	bin := mustExecutable()
+	bin := cfg.Binary
 	say("\nTry it (in another terminal):")
 	if mounted {
 		say("  ls -l %s/etc/app", nodes[1].mnt)
@@ -222,17 +221,7 @@ func cmdDemo(env *cliEnv, p *parsed) error {
 	say("  tail -f %s", hlog)
 	say("\nStop the demo with Ctrl-C (everything stays in %s).", dir)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if runFor > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, runFor)
-		defer cancel()
-	}
-	select {
-	case <-ctx.Done():
-	case <-env.stopped:
-	}
+	<-ctx.Done()
 	say("stopping the demo cluster")
 	return nil
 }
@@ -386,14 +375,6 @@ fi
 mv "$tmp" "$out"
 echo "$(date +%T) $BASEFS_EVENT $BASEFS_PATH ($BASEFS_COUNT change(s)): regenerated $out, reloading the service" >> ` + logfile + `
 `
-}
-
-func mustExecutable() string {
-	bin, err := os.Executable()
-	if err != nil {
-		return "basefs"
-	}
-	return bin
 }
 
 // waitFile waits until the file exists and is not empty.
