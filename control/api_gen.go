@@ -120,6 +120,23 @@ type revertParams struct {
 	To   log.Hash
 }
 
+// revertPlanParams are RevertPlan's parameters on the wire.
+type revertPlanParams struct {
+	Path string
+	To   log.Hash
+}
+
+// readFileAtParams are ReadFileAt's parameters on the wire.
+type readFileAtParams struct {
+	Path   string
+	Prefix string
+}
+
+// grantsParams are Grants's parameters on the wire.
+type grantsParams struct {
+	Path string
+}
+
 // conflictsParams are Conflicts's parameters on the wire.
 type conflictsParams struct {
 	Path string
@@ -261,6 +278,27 @@ var methods = map[string]func(api ops.API, raw json.RawMessage) (any, error){
 		}
 		return api.Revert(p.S, p.Path, p.To)
 	},
+	"RevertPlan": func(api ops.API, raw json.RawMessage) (any, error) {
+		p, err := decode[revertPlanParams](raw)
+		if err != nil {
+			return nil, err
+		}
+		return api.RevertPlan(p.Path, p.To)
+	},
+	"ReadFileAt": func(api ops.API, raw json.RawMessage) (any, error) {
+		p, err := decode[readFileAtParams](raw)
+		if err != nil {
+			return nil, err
+		}
+		return api.ReadFileAt(p.Path, p.Prefix)
+	},
+	"Grants": func(api ops.API, raw json.RawMessage) (any, error) {
+		p, err := decode[grantsParams](raw)
+		if err != nil {
+			return nil, err
+		}
+		return api.Grants(p.Path)
+	},
 	"Conflicts": func(api ops.API, raw json.RawMessage) (any, error) {
 		p, err := decode[conflictsParams](raw)
 		if err != nil {
@@ -379,6 +417,25 @@ func (c *Client) ResolveEntry(path string, prefix string) (log.Hash, error) {
 func (c *Client) Revert(s ops.Signer, path string, to log.Hash) (int, error) {
 	var r int
 	return r, c.call("Revert", revertParams{S: s, Path: path, To: to}, &r)
+}
+
+// RevertPlan lists what Revert would change, writing nothing.
+func (c *Client) RevertPlan(path string, to log.Hash) ([]replica.RevertChange, error) {
+	var r []replica.RevertChange
+	return r, c.call("RevertPlan", revertPlanParams{Path: path, To: to}, &r)
+}
+
+// ReadFileAt returns the content path had after its entry whose hash
+// starts with prefix (an old version, read without reverting).
+func (c *Client) ReadFileAt(path string, prefix string) ([]byte, error) {
+	var r []byte
+	return r, c.call("ReadFileAt", readFileAtParams{Path: path, Prefix: prefix}, &r)
+}
+
+// Grants lists who may write at path and below.
+func (c *Client) Grants(path string) ([]replica.GrantRecord, error) {
+	var r []replica.GrantRecord
+	return r, c.call("Grants", grantsParams{Path: path}, &r)
 }
 
 // Conflicts reports lost branches and hidden paths at path and below.

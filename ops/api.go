@@ -62,6 +62,13 @@ type API interface {
 	// Revert makes path what it was at entry to; it returns how many
 	// entries it wrote.
 	Revert(s Signer, path string, to log.Hash) (int, error)
+	// RevertPlan lists what Revert would change, writing nothing.
+	RevertPlan(path string, to log.Hash) ([]replica.RevertChange, error)
+	// ReadFileAt returns the content path had after its entry whose hash
+	// starts with prefix (an old version, read without reverting).
+	ReadFileAt(path, prefix string) ([]byte, error)
+	// Grants lists who may write at path and below.
+	Grants(path string) ([]replica.GrantRecord, error)
 	// Conflicts reports lost branches and hidden paths at path and below.
 	Conflicts(path string) (replica.ConflictReport, error)
 	// Status reports the filesystem's (and a running node's) state.

@@ -78,6 +78,12 @@ func (l Local) Revert(s Signer, path string, to log.Hash) (int, error) {
 	return signed(s, func(k ed25519.PrivateKey) (int, error) { return l.R.Revert(k, path, to, true) })
 }
 
+func (l Local) RevertPlan(path string, to log.Hash) ([]replica.RevertChange, error) {
+	return l.R.RevertPlan(path, to)
+}
+func (l Local) ReadFileAt(path, prefix string) ([]byte, error)    { return l.R.ReadFileAt(path, prefix) }
+func (l Local) Grants(path string) ([]replica.GrantRecord, error) { return l.R.Grants(path) }
+
 func (l Local) Status() (node.Status, error) {
 	if l.Node != nil {
 		return l.Node.Status(), nil

@@ -343,29 +343,10 @@ func (r *Replica) Revert(key ed25519.PrivateKey, path string, to log.Hash, sync 
 	}
 	n := 0
 	err := r.run(key, sync, func(t *txn) error {
-		entries := r.store.Entries()
-		idx := -1
-		for i, e := range entries {
-			if e.Hash() == to {
-				idx = i
-				break
-			}
-		}
-		if idx < 0 {
-			return errorf(NotExist, path, "entry %s is not stored here", to.Short())
-		}
-		target := entries[idx]
-		if !entryTouches(target, path) || target.Action.IsAnnotation() {
-			return errorf(Invalid, path, "entry %s is not part of the history of %s", to.Short(), path)
-		}
-		then, err := view.New(r.view.Root())
+		plan, err := r.revertPlanTo(path, to)
 		if err != nil {
 			return err
 		}
-		for i := 0; i <= idx; i += applyBatch {
-			then.Apply(entries[i:min(i+applyBatch, idx+1)]...)
-		}
-		plan := r.revertPlan(then, path, target)
 		for _, step := range plan {
 			if err := t.requireAuthority(step.path); err != nil {
 				return err
@@ -380,6 +361,72 @@ func (r *Replica) Revert(key ed25519.PrivateKey, path string, to log.Hash, sync 
 		return nil
 	})
 	return n, err
+}
+
+// RevertChange is one path's change that a revert would make.
+type RevertChange struct {
+	Path   string `json:"path"`
+	Action string `json:"action"`          // "revert", "create" or "delete"
+	Entry  string `json:"entry,omitempty"` // revert: the entry the path goes back to
+	Kind   string `json:"kind,omitempty"`  // create: what is created
+}
+
+// RevertPlan lists what Revert(path, to) would change, without writing
+// anything (revert --dry-run). Steps that only restore what the tree
+// already shows are left out, as Revert leaves them out.
+func (r *Replica) RevertPlan(path string, to log.Hash) ([]RevertChange, error) {
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	plan, err := r.revertPlanTo(path, to)
+	if err != nil {
+		return nil, err
+	}
+	out := []RevertChange{}
+	for _, s := range plan {
+		switch {
+		case s.delete:
+			out = append(out, RevertChange{Path: s.path, Action: "delete"})
+		case !s.ref.IsZero():
+			out = append(out, RevertChange{Path: s.path, Action: "revert", Entry: s.ref.String()})
+		default:
+			if cur, ok := r.view.Lookup(s.path); ok && sameVisible(&cur, s.want) {
+				continue
+			}
+			out = append(out, RevertChange{Path: s.path, Action: "create", Kind: s.want.Kind.String()})
+		}
+	}
+	return out, nil
+}
+
+// revertPlanTo finds entry to in the store and plans the revert of path to
+// the state right after it. The caller holds r.mu.
+func (r *Replica) revertPlanTo(path string, to log.Hash) ([]revertStep, error) {
+	entries := r.store.Entries()
+	idx := -1
+	for i, e := range entries {
+		if e.Hash() == to {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return nil, errorf(NotExist, path, "entry %s is not stored here", to.Short())
+	}
+	target := entries[idx]
+	if !entryTouches(target, path) || target.Action.IsAnnotation() {
+		return nil, errorf(Invalid, path, "entry %s is not part of the history of %s", to.Short(), path)
+	}
+	then, err := view.New(r.view.Root())
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i <= idx; i += applyBatch {
+		then.Apply(entries[i:min(i+applyBatch, idx+1)]...)
+	}
+	return r.revertPlan(then, path, target), nil
 }
 
 // revertStep is one path's change in a revert.

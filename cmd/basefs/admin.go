@@ -174,6 +174,32 @@ func cmdLog(env *cliEnv, p *parsed) error {
 }
 
 func cmdRevert(env *cliEnv, p *parsed) error {
+	if p.has("dry-run") {
+		return env.onTarget(p, "revert", 2, false, func(b backend, path string, _ ops.Signer) error {
+			h, err := b.ResolveEntry(path, p.args[1])
+			if err != nil {
+				return err
+			}
+			plan, err := b.RevertPlan(path, h)
+			if err != nil || p.has("json") {
+				return errOr(err, func() error { return writeJSON(env.stdout, plan) })
+			}
+			if len(plan) == 0 {
+				fmt.Fprintf(env.stdout, "%s is already as it was at %s; revert would write nothing\n", path, h.Short())
+			}
+			for _, c := range plan {
+				switch c.Action {
+				case "revert":
+					fmt.Fprintf(env.stdout, "revert  %s to %s\n", c.Path, shortHash(c.Entry))
+				case "create":
+					fmt.Fprintf(env.stdout, "create  %s (%s)\n", c.Path, c.Kind)
+				default:
+					fmt.Fprintf(env.stdout, "%-7s %s\n", c.Action, c.Path)
+				}
+			}
+			return nil
+		})
+	}
 	return env.onTarget(p, "revert", 2, true, func(b backend, path string, key ops.Signer) error {
 		h, err := b.ResolveEntry(path, p.args[1])
 		if err != nil {
@@ -189,6 +215,33 @@ func cmdRevert(env *cliEnv, p *parsed) error {
 			fmt.Fprintf(env.stdout, "reverted %s to %s (%d new entries)\n", path, h.Short(), n)
 		}
 		return nil
+	})
+}
+
+// errOr returns err when it is set, else f's error.
+func errOr(err error, f func() error) error {
+	if err != nil {
+		return err
+	}
+	return f()
+}
+
+func cmdGrants(env *cliEnv, p *parsed) error {
+	return env.onTarget(p, "grants", 1, false, func(b backend, path string, _ ops.Signer) error {
+		gs, err := b.Grants(path)
+		if err != nil || p.has("json") {
+			return errOr(err, func() error { return writeJSON(env.stdout, gs) })
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PATH\tKEY\tGRANTED BY\tENTRY")
+		for _, g := range gs {
+			by := shortFP(g.Author)
+			if g.Root {
+				by = "(root key)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Path, g.Key, by, shortHash(g.Entry))
+		}
+		return tw.Flush()
 	})
 }
 

@@ -152,6 +152,16 @@ func cmdLs(env *cliEnv, p *parsed) error {
 
 func cmdCat(env *cliEnv, p *parsed) error {
 	return env.onTarget(p, "cat", 1, false, func(b backend, path string, _ ops.Signer) error {
+		if file, version, ok := splitVersion(path); ok {
+			if _, err := b.Stat(path); err != nil {
+				data, err := b.ReadFileAt(file, version)
+				if err != nil {
+					return err
+				}
+				_, err = env.stdout.Write(data)
+				return err
+			}
+		}
 		path, err := followLinks(b, path)
 		if err != nil {
 			return err
@@ -163,6 +173,22 @@ func cmdCat(env *cliEnv, p *parsed) error {
 		_, err = env.stdout.Write(data)
 		return err
 	})
+}
+
+// splitVersion splits /path@ENTRY, where ENTRY is a hash prefix of at
+// least 4 hex digits. (A file whose name has such a suffix is read as
+// itself: cat tries the whole path first.)
+func splitVersion(path string) (file, version string, ok bool) {
+	i := strings.LastIndexByte(path, '@')
+	if i <= 0 || len(path)-i-1 < 4 {
+		return "", "", false
+	}
+	for _, c := range path[i+1:] {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return "", "", false
+		}
+	}
+	return path[:i], path[i+1:], true
 }
 
 // followLinks resolves path through relative symbolic links inside the
