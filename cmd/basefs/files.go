@@ -238,7 +238,11 @@ func cmdRm(env *cliEnv, p *parsed) error {
 		if path == "/" {
 			return usagef("refusing to remove / (remove what is inside it instead)")
 		}
-		return b.Remove(key, path, ops.RemoveOptions{Recursive: p.has("recursive") || p.has("R")})
+		err := b.Remove(key, path, ops.RemoveOptions{Recursive: p.has("recursive") || p.has("R")})
+		if p.has("force") && replica.IsKind(err, replica.NotExist) {
+			return nil
+		}
+		return err
 	})
 }
 

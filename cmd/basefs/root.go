@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/log"
@@ -91,6 +94,11 @@ func (env *cliEnv) cobraCommand(c *command) *cobra.Command {
 		DisableFlagsInUseLine: true,
 		Args:                  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f, _ := cmd.Flags().GetString("config"); f != "" {
+				if err := applyConfig(cmd.Flags(), c.flags, f); err != nil {
+					return err
+				}
+			}
 			return c.run(env, parsedFrom(cmd.Flags(), c.flags, args))
 		},
 		ValidArgsFunction: env.completeTarget,
@@ -141,6 +149,57 @@ func parsedFrom(fs *pflag.FlagSet, specs []flagSpec, args []string) *parsed {
 		}
 	}
 	return p
+}
+
+// applyConfig sets the flags that a YAML config file names and the
+// command line did not give (the command line wins). Keys are the flags'
+// long names; a repeatable flag takes a list or one value; a switch takes
+// true or false:
+//
+//	bind: 10.0.0.1:7946
+//	join: [10.0.0.2:7946, 10.0.0.3:7946]
+//	handler:
+//	  - /etc/dnsmasq.d/**=/usr/local/lib/basefs/dns.sh
+func applyConfig(fs *pflag.FlagSet, specs []flagSpec, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config %s: %v", file, errors.Unwrap(err))
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return usagef("config %s: not a YAML mapping of option names to values: %v", file, oneLine(err.Error()))
+	}
+	known := map[string]flagSpec{}
+	for _, f := range specs {
+		known[f.name] = f
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f, ok := known[k]
+		if !ok || k == "config" {
+			return usagef("config %s: unknown option %q", file, k)
+		}
+		if fs.Changed(k) {
+			continue
+		}
+		values := []any{m[k]}
+		if list, ok := m[k].([]any); ok && f.repeat {
+			values = list
+		}
+		for _, v := range values {
+			if _, isList := v.([]any); isList || v == nil {
+				return usagef("config %s: option %q needs a single value", file, k)
+			}
+			if err := fs.Set(k, fmt.Sprint(v)); err != nil {
+				return usagef("config %s: option %q: %v", file, k, err)
+			}
+		}
+	}
+	return nil
 }
 
 // applyGlobal resolves --home and --log-level.

@@ -41,6 +41,7 @@ var runFlags = []flagSpec{
 	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
 	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
 	{name: "mount", value: true, valueFor: "DIR", help: "mount the filesystem at DIR while the node runs"},
+	{name: "config", value: true, valueFor: "FILE", help: "read options from a YAML file (option: value); the command line wins"},
 }
 
 func cmdGet(env *cliEnv, p *parsed) error {
