@@ -329,3 +329,47 @@ func TestSimHostileGossipPeer(t *testing.T) {
 	c.write(2, "/after", "still fine")
 	c.waitConverged(c.live(), 20*time.Second)
 }
+
+// TestSimStatusForgetsDepartedPeers: once a peer is gone, the survivors
+// are in sync again (the dead peer's failed syncs do not count), and
+// status names it as departed.
+func TestSimStatusForgetsDepartedPeers(t *testing.T) {
+	c := newSimCluster(t, 3, simnet.Link{Delay: 2 * time.Millisecond})
+	c.write(0, "/etc/a", "a")
+	c.waitConverged(c.live(), 20*time.Second)
+	waitFor(t, 30*time.Second, "every node in sync", func() bool {
+		for _, n := range c.live() {
+			if !n.Status().InSync {
+				return false
+			}
+		}
+		return true
+	})
+	gone := c.addrs[2]
+	goneSync, _ := SyncAddr(gone)
+	c.stop(2)
+	c.waitMembers(2, 60*time.Second)
+	// The dead node's last session failed (as one does while it dies).
+	for _, n := range c.live() {
+		n.mu.Lock()
+		n.peerClean[goneSync] = false
+		n.mu.Unlock()
+	}
+	c.write(0, "/etc/b", "b")
+	c.waitConverged(c.live(), 20*time.Second)
+	waitFor(t, 30*time.Second, "the survivors in sync without the departed node", func() bool {
+		for _, n := range c.live() {
+			if st := n.Status(); !st.InSync || len(st.Behind) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range c.live() {
+		for _, p := range n.Status().Peers {
+			if p.Peer == goneSync {
+				t.Fatalf("departed %s still listed as a peer", gone)
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -641,6 +642,8 @@ func (n *Node) onUpdate(u replica.Update) {
 func (n *Node) Status() Status {
 	st := Status{Status: n.r.Status(), Running: true, Members: []Member{}}
 	if n.g == nil {
+		// No networking: nobody to be out of sync with.
+		st.InSync = st.MissingBlocks == 0 && st.Pending == 0
 		return st
 	}
 	st.Node, st.Addr = n.name, n.name
@@ -648,17 +651,36 @@ func (n *Node) Status() Status {
 		st.Members = append(st.Members, Member{Name: m.Name, Addr: m.Addr, Status: m.Status})
 	}
 	ss := n.sync.Status()
-	st.Peers, st.Fetching = ss.Peers, ss.Fetching
+	st.Fetching = ss.Fetching
+	// Only the members gossip calls alive count: a peer that left or
+	// died, or a `get` client, is history, not a peer to be in sync with.
+	alive := map[string]bool{}
+	if n.aliveOthers() > 0 {
+		for _, a := range n.syncPeers() {
+			alive[a] = true
+		}
+	}
+	for _, p := range ss.Peers {
+		if alive[p.Peer] {
+			st.Peers = append(st.Peers, p)
+		} else {
+			st.Departed = append(st.Departed, p.Peer)
+		}
+	}
 	n.mu.Lock()
 	st.Rejected = map[string]int64{}
 	for k, v := range n.rejected {
 		st.Rejected[k] = v
 	}
-	clean := len(n.peerClean) > 0
-	for _, c := range n.peerClean {
-		clean = clean && c
+	clean := true
+	for a := range alive {
+		if !n.peerClean[a] {
+			clean = false
+			st.Behind = append(st.Behind, a)
+		}
 	}
 	n.mu.Unlock()
+	sort.Strings(st.Behind)
 	for _, p := range ss.Peers {
 		for reason, k := range p.Rejections {
 			st.Rejected[reason+" (sync)"] += k

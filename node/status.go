@@ -16,8 +16,14 @@ type Status struct {
 	Peers    []syncproto.PeerStatus `json:"peers,omitempty"`
 	Rejected map[string]int64       `json:"rejected,omitempty"` // entries and blocks refused, by reason
 	Fetching []syncproto.BlockFetch `json:"fetching,omitempty"` // missing blocks and who they are asked from
-	// InSync: the last sync with every peer this node has synced with
-	// brought nothing new, and nothing is missing or waiting.
+	// Behind lists the alive peers whose last sync with this node was not
+	// clean (brought something, failed, or has not happened yet).
+	Behind []string `json:"behind,omitempty"`
+	// Departed lists sync peers that are not alive members (left, failed,
+	// or clients such as get): they do not count for InSync.
+	Departed []string `json:"departed,omitempty"`
+	// InSync: the last sync with every alive member brought nothing new,
+	// and nothing is missing or waiting here.
 	InSync bool `json:"in_sync"`
 }
 

@@ -278,7 +278,8 @@ func cmdStatus(env *cliEnv, p *parsed) error {
 		return err
 	}
 	name := p.args[0]
-	return env.withBackend(name, func(b backend) error {
+	check := 0
+	err := env.withBackend(name, func(b backend) error {
 		st, err := b.Status()
 		if err != nil {
 			return err
@@ -286,10 +287,14 @@ func cmdStatus(env *cliEnv, p *parsed) error {
 		if st.Members == nil {
 			st.Members = []node.Member{}
 		}
+		line, code := statusLine(st)
+		if p.has("check") {
+			check = code
+		}
 		if p.has("json") {
 			return writeJSON(env.stdout, st)
 		}
-		fmt.Fprintln(env.stdout, statusLine(st))
+		fmt.Fprintln(env.stdout, line)
 		w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(w, "name\t%s\n", st.Name)
 		fmt.Fprintf(w, "id\t%s\n", st.ID)
@@ -336,19 +341,47 @@ func cmdStatus(env *cliEnv, p *parsed) error {
 		}
 		return w.Flush()
 	})
+	if err == nil && check != 0 {
+		return exitStatus(check)
+	}
+	return err
 }
 
-// statusLine says in one line whether this node is in sync.
-func statusLine(st node.Status) string {
+// The exit statuses of status --check besides 0 (running and in sync) and
+// 1 (status could not be read).
+const (
+	exitCatchingUp = 3 // running, not (yet) in sync with every alive member
+	exitNotRunning = 4 // no node of this home runs the filesystem
+)
+
+// statusLine says in one line whether this node is in sync, and the exit
+// status of status --check.
+func statusLine(st node.Status) (string, int) {
+	alive := 0
+	for _, m := range st.Members {
+		if m.Status == "alive" && m.Name != st.Node {
+			alive++
+		}
+	}
+	var missing []string
+	if st.Pending > 0 {
+		missing = append(missing, fmt.Sprintf("%d entries wait for entries they depend on", st.Pending))
+	}
+	if st.MissingBlocks > 0 {
+		missing = append(missing, fmt.Sprintf("%d blocks missing", st.MissingBlocks))
+	}
+	if len(st.Behind) > 0 {
+		missing = append(missing, "last sync not clean with "+strings.Join(st.Behind, ", "))
+	}
 	switch {
 	case !st.Running:
-		return fmt.Sprintf("%s: no node running; local store has %d entries", st.Name, st.Entries)
-	case len(st.Peers) == 0:
-		return fmt.Sprintf("%s: running, not yet synced with any peer (%d members)", st.Name, len(st.Members))
-	case st.InSync && st.MissingBlocks == 0 && st.Pending == 0:
-		return fmt.Sprintf("%s: in sync with the %d peers it has talked to", st.Name, len(st.Peers))
+		return fmt.Sprintf("%s: no node running; local store has %d entries", st.Name, st.Entries), exitNotRunning
+	case st.InSync && alive == 0:
+		return fmt.Sprintf("%s: running, no other member alive", st.Name), 0
+	case st.InSync:
+		return fmt.Sprintf("%s: in sync with the %d alive members", st.Name, alive), 0
 	default:
-		return fmt.Sprintf("%s: catching up (%d entries wait for others, %d blocks missing)", st.Name, st.Pending, st.MissingBlocks)
+		return fmt.Sprintf("%s: catching up (%s)", st.Name, strings.Join(missing, "; ")), exitCatchingUp
 	}
 }
 

@@ -101,8 +101,9 @@ func commands() []*command {
 			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdGrants},
 		{name: "conflicts", args: "NAME[:/path] [--json]", summary: "branches that lost a conflict, and hidden paths",
 			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdConflicts},
-		{name: "status", args: "NAME [--json]", summary: "this node's state of NAME",
-			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdStatus},
+		{name: "status", args: "NAME [--json] [--check]", summary: "this node's state of NAME",
+			flags: []flagSpec{{name: "json", help: "JSON output"},
+				{name: "check", help: "exit 0 only when a node runs and is in sync; 3 while it catches up, 4 when no node runs"}}, run: cmdStatus},
 		{name: "verify", args: "NAME", summary: "re-check every hash, signature and content in the local store", run: cmdVerify},
 		{name: "get", args: "NAME HOST:PORT", summary: "fetch filesystem NAME from a running node, verifying all of it", run: cmdGet},
 		{name: "gossip-key", args: "generate FILE | NAME install|use|remove KEY | NAME list", summary: "make and rotate the shared gossip encryption key (through the running node)",
@@ -148,6 +149,10 @@ func run(env *cliEnv, args []string) (status int) {
 	if err == nil {
 		return 0
 	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return int(es)
+	}
 	fmt.Fprintln(env.stderr, "basefs: "+oneLine(err.Error()))
 	var ue *usageError
 	if errors.As(err, &ue) {
@@ -155,6 +160,12 @@ func run(env *cliEnv, args []string) (status int) {
 	}
 	return 1
 }
+
+// exitStatus is a command's answer given as its exit status alone (status
+// --check), with nothing printed to stderr.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 

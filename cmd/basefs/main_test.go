@@ -254,6 +254,9 @@ func TestCommandsThroughRunningNode(t *testing.T) {
 	if st["running"] != true {
 		t.Fatalf("status through node: running=%v", st["running"])
 	}
+	if out := c.ok("", "status", "demo", "--check"); !strings.HasPrefix(out, "demo: running, no other member alive") {
+		t.Fatalf("status --check of a lone node: %q", out)
+	}
 	if !strings.HasSuffix(c.ok("", "verify", "demo"), "ok\n") {
 		t.Fatal("verify through node")
 	}
