@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -371,5 +373,50 @@ func TestSimStatusForgetsDepartedPeers(t *testing.T) {
 				t.Fatalf("departed %s still listed as a peer", gone)
 			}
 		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the node's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestJoinFailureIsLoggedOnce: a node that cannot join says so at warn,
+// once (not once per retry).
+func TestJoinFailureIsLoggedOnce(t *testing.T) {
+	net := simnet.New(seedFor(t))
+	dir := filepath.Join(t.TempDir(), "fs")
+	r, err := replica.Create(dir, "j", testKey("root"), []string{"10.0.0.9:7946"}, replica.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	var logs lockedBuffer
+	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n, err := Start(Config{Dir: dir, Bind: "10.0.0.1:7946", Network: simnet.AddrNetwork{Host: net.Host("10.0.0.1")}, NoSync: true,
+		RetryInterval: 50 * time.Millisecond, GossipTuning: fastTuning, Logger: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	waitFor(t, 30*time.Second, "a warning that the node cannot join", func() bool {
+		return strings.Contains(logs.String(), "cannot join the cluster")
+	})
+	time.Sleep(500 * time.Millisecond) // several more retries
+	if k := strings.Count(logs.String(), "cannot join the cluster"); k != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", k, logs.String())
 	}
 }

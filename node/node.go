@@ -312,15 +312,32 @@ func (n *Node) aliveOthers() int {
 	return c
 }
 
+// joinWarnEvery is how often a node that cannot join says so at warn.
+const joinWarnEvery = 5 * time.Minute
+
 // joinLoop joins the known addresses, and retries while the node is alone.
 func (n *Node) joinLoop() {
 	defer n.wg.Done()
+	var failingSince, lastWarn time.Time
 	for {
 		if n.aliveOthers() == 0 {
 			if targets := n.joinTargets(); len(targets) > 0 {
 				if k, err := n.g.Join(targets); err != nil && k == 0 {
-					n.logger.Debug("join: nobody answered yet", "targets", targets, "err", err)
+					// The first failure and then one line per joinWarnEvery
+					// at warn (a wrong gossip key, a firewall); every
+					// retry at debug.
+					now := time.Now()
+					if failingSince.IsZero() {
+						failingSince = now
+					}
+					if lastWarn.IsZero() || now.Sub(lastWarn) >= joinWarnEvery {
+						lastWarn = now
+						n.logger.Warn("cannot join the cluster; retrying", "targets", targets, "for", now.Sub(failingSince).Round(time.Second), "err", err)
+					} else {
+						n.logger.Debug("join: nobody answered yet", "targets", targets, "err", err)
+					}
 				} else if k > 0 {
+					failingSince, lastWarn = time.Time{}, time.Time{}
 					n.logger.Info("joined the cluster", "contacted", k)
 					n.SyncNow()
 				}
