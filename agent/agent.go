@@ -27,6 +27,7 @@ import (
 	"github.com/basefs/basefs/control"
 	"github.com/basefs/basefs/fsapi"
 	"github.com/basefs/basefs/handlers"
+	"github.com/basefs/basefs/metrics"
 	"github.com/basefs/basefs/node"
 	"github.com/basefs/basefs/ops"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	// Handlers, when it has Specs, starts handlers on the node's replica.
 	// Its Mount and Logger fields are filled in by Start.
 	Handlers handlers.Config
+	// Metrics, when set, is the HOST:PORT where /metrics (Prometheus) and
+	// /healthz are served.
+	Metrics string
 	// HandlerStopTimeout bounds how long Stop waits for running handler
 	// scripts (default 30 s).
 	HandlerStopTimeout time.Duration
@@ -55,9 +59,11 @@ type Config struct {
 
 // Agent is a running node with its mount and handlers.
 type Agent struct {
-	n      *node.Node
-	mount  string
-	logger *slog.Logger
+	n           *node.Node
+	mount       string
+	handlers    *handlers.Runner
+	metricsAddr string
+	logger      *slog.Logger
 
 	mu      sync.Mutex
 	stops   []func() error // in start order
@@ -66,7 +72,7 @@ type Agent struct {
 }
 
 // Start starts the node and its control socket, then the mount, then the
-// handlers. When a part
+// handlers, then the metrics server. When a part
 // fails, what already started is stopped again and the error says which
 // part failed.
 func Start(cfg Config) (*Agent, error) {
@@ -133,6 +139,7 @@ func Start(cfg Config) (*Agent, error) {
 			a.Stop()
 			return nil, fmt.Errorf("cannot start handlers: %v", err)
 		}
+		a.handlers = h
 		wait := cfg.HandlerStopTimeout
 		if wait <= 0 {
 			wait = 30 * time.Second
@@ -143,8 +150,25 @@ func Start(cfg Config) (*Agent, error) {
 			return h.Stop(ctx)
 		})
 	}
+	if cfg.Metrics != "" {
+		src := metrics.Sources{Status: n.Status, Gossip: n.GossipStats}
+		if a.handlers != nil {
+			src.Handlers = a.handlers.Stats
+		}
+		ms, err := metrics.Listen(cfg.Metrics, src, lg)
+		if err != nil {
+			a.Stop()
+			return nil, fmt.Errorf("cannot serve metrics: %v", err)
+		}
+		lg.Info("serving metrics", "addr", "http://"+ms.Addr()+"/metrics")
+		a.metricsAddr = ms.Addr()
+		a.stops = append(a.stops, ms.Close)
+	}
 	return a, nil
 }
+
+// MetricsAddr is where metrics are served ("" when they are not).
+func (a *Agent) MetricsAddr() string { return a.metricsAddr }
 
 // Node is the running node.
 func (a *Agent) Node() *node.Node { return a.n }

@@ -714,6 +714,15 @@ func (n *Node) Status() Status {
 	return st
 }
 
+// GossipStats returns the gossip counters; false when the node runs
+// without networking.
+func (n *Node) GossipStats() (gossip.Stats, bool) {
+	if n.g == nil {
+		return gossip.Stats{}, false
+	}
+	return n.g.Stats(), true
+}
+
 // Stop leaves the cluster, stops the node's services, syncs and closes the
 // replica (unless it was given in Config).
 func (n *Node) Stop() error {

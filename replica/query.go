@@ -165,6 +165,9 @@ type Status struct {
 	MissingBlocks int      `json:"missing_blocks"`
 	StoreBytes    int64    `json:"store_bytes"`
 	Corruptions   []string `json:"corruptions,omitempty"`
+	// StoreError is the store write that failed, when the replica has
+	// stopped taking writes because of it.
+	StoreError string `json:"store_error,omitempty"`
 }
 
 // Status reports the replica's state.
@@ -180,6 +183,9 @@ func (r *Replica) Status() Status {
 	}
 	for _, c := range r.store.Corruptions() {
 		s.Corruptions = append(s.Corruptions, c.String())
+	}
+	if r.failed != nil {
+		s.StoreError = r.failed.Error()
 	}
 	return s
 }

@@ -41,6 +41,7 @@ var runFlags = []flagSpec{
 	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
 	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
 	{name: "mount", value: true, valueFor: "DIR", help: "mount the filesystem at DIR while the node runs"},
+	{name: "metrics", value: true, valueFor: "HOST:PORT", help: "serve Prometheus metrics at http://HOST:PORT/metrics and health at /healthz"},
 	{name: "config", value: true, valueFor: "FILE", help: "read options from a YAML file (option: value); the command line wins"},
 }
 
@@ -267,7 +268,12 @@ func (env *cliEnv) agentConfig(name string, p *parsed, mountDir string) (agent.C
 	if err != nil {
 		return agent.Config{}, err
 	}
-	cfg := agent.Config{Node: nc, Control: true, MountDir: mountDir, Logger: nc.Logger}
+	cfg := agent.Config{Node: nc, Control: true, MountDir: mountDir, Metrics: p.get("metrics"), Logger: nc.Logger}
+	if cfg.Metrics != "" {
+		if _, _, err := net.SplitHostPort(cfg.Metrics); err != nil {
+			return cfg, usagef("--metrics %q: want HOST:PORT", cfg.Metrics)
+		}
+	}
 	if cfg.Handlers.Specs, err = handlerSpecs(p); err != nil {
 		return cfg, err
 	}
