@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // dirLockName is the lock file LockDir holds in a directory.
@@ -18,8 +17,8 @@ const dirLockName = "lock"
 // process (or another lock in this process) holds the lock.
 var ErrLocked = errors.New("locked by another process")
 
-// DirLock is an exclusive advisory lock (flock(2), so the kernel releases it
-// when the holding process dies) on a lock file, which holds the holder's
+// DirLock is an exclusive lock (flock(2) on Unix, LockFileEx on Windows, so
+// the kernel releases it when the holding process dies) on a lock file, which holds the holder's
 // process id for the error messages of those who find it locked. The lock
 // file is never removed: removing it would let two processes lock two
 // different files of the same name.
@@ -48,10 +47,10 @@ func lockPath(path string) (*DirLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := lockFlock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLockFile(f); err != nil {
 		holder := lockHolder(f)
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errWouldBlock) {
 			return nil, fmt.Errorf("lock %s: %w (held by %s)", path, ErrLocked, holder)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -63,31 +62,11 @@ func lockPath(path string) (*DirLock, error) {
 		err = f.Truncate(int64(len(pid)))
 	}
 	if err != nil {
-		lockFlock(f, syscall.LOCK_UN)
+		unlockFile(f)
 		f.Close()
 		return nil, fmt.Errorf("lock %s: write pid: %w", path, err)
 	}
 	return &DirLock{f: f, path: path}, nil
-}
-
-// lockFlock applies flock(2) to f, retrying when a signal interrupts it.
-func lockFlock(f *os.File, how int) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			ferr = syscall.Flock(int(fd), how)
-			if ferr != syscall.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // lockHolder describes the process named in a lock file.
@@ -115,7 +94,7 @@ func (l *DirLock) Unlock() error {
 	l.f = nil
 	// Clear our pid so that nobody blames us later; the file stays.
 	terr := f.Truncate(0)
-	uerr := lockFlock(f, syscall.LOCK_UN)
+	uerr := unlockFile(f)
 	cerr := f.Close()
 	if err := errors.Join(terr, uerr, cerr); err != nil {
 		return fmt.Errorf("unlock %s: %w", l.path, err)

@@ -16,4 +16,8 @@ fi
 go vet ./...
 # go.mod and go.sum must say exactly what the code imports.
 go mod tidy -diff
+# The product builds for 32-bit, big-endian MIPS and Windows targets too.
+for target in linux/386 linux/arm linux/mips windows/amd64; do
+  GOOS=${target%/*} GOARCH=${target#*/} GOARM=7 GOMIPS=softfloat CGO_ENABLED=0 go build -o /dev/null ./cmd/basefs
+done
 go test -race -timeout 80m "$@" ./...

@@ -56,6 +56,8 @@ type command struct {
 	summary string
 	flags   []flagSpec
 	run     func(env *cliEnv, p *parsed) error
+	// hidden commands are left out of help (tools for packagers).
+	hidden bool
 	// complete completes the positional arguments; nil completes
 	// NAME:/path targets.
 	complete func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective)
@@ -115,6 +117,9 @@ func commands() []*command {
 			flags: runFlags, run: cmdRun},
 		{name: "mount", args: "NAME DIR [run options]", summary: "run a node with the filesystem mounted at DIR; unmounts on exit",
 			flags: runFlags, run: cmdMount},
+		{name: "version", args: "[--json]", summary: "print the version, commit, Go version and protocol versions (also --version)",
+			flags: []flagSpec{{name: "json", help: "JSON output"}}, run: cmdVersion},
+		{name: "man", args: "DIR", summary: "write man pages (basefs.1 and basefs-COMMAND.1) into DIR", run: cmdMan, hidden: true},
 		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script (e.g. source <(basefs completion bash))",
 			run: cmdCompletion, complete: completeShells},
 	}
@@ -203,7 +208,9 @@ func printHelp(w io.Writer, topic string) error {
 	fmt.Fprintln(w, "\nusage: basefs [--home DIR] [--log-level LEVEL] COMMAND [ARGS]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+		if !c.hidden {
+			fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+		}
 	}
 	fmt.Fprintln(w, "\nPaths are written NAME:/path; a bare NAME means NAME:/.")
 	fmt.Fprintln(w, "'basefs help COMMAND' shows a command's arguments and options.")

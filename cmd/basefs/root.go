@@ -18,6 +18,8 @@ import (
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/ops"
 	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/syncproto"
+	"github.com/basefs/basefs/version"
 )
 
 // newRoot builds the command tree from the command table: one cobra command
@@ -43,6 +45,8 @@ func newRoot(env *cliEnv) *cobra.Command {
 			return env.applyGlobal(cmd.Flags())
 		},
 	}
+	root.Version = buildInfo().String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	gf := root.PersistentFlags()
 	gf.String("home", "", "node home (default $BASEFS_HOME, then ~/.basefs)")
 	gf.String("log-level", "", "debug, info, warn or error (default warn; info for run)")
@@ -102,6 +106,7 @@ func (env *cliEnv) cobraCommand(c *command) *cobra.Command {
 			return c.run(env, parsedFrom(cmd.Flags(), c.flags, args))
 		},
 		ValidArgsFunction: env.completeTarget,
+		Hidden:            c.hidden,
 	}
 	if c.complete != nil {
 		cc.ValidArgsFunction = c.complete
@@ -295,6 +300,20 @@ func (env *cliEnv) filesystems() []string {
 		}
 	}
 	return names
+}
+
+func buildInfo() version.Info { return version.Get(syncproto.Version, log.FormatVersion) }
+
+// cmdVersion prints the version, commit, Go version and protocol versions.
+func cmdVersion(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "version", 0, 0); err != nil {
+		return err
+	}
+	if p.has("json") {
+		return writeJSON(env.stdout, buildInfo())
+	}
+	fmt.Fprintln(env.stdout, buildInfo())
+	return nil
 }
 
 // cmdCompletion prints a shell completion script.
