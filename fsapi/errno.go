@@ -4,6 +4,7 @@ import (
 	"errors"
 	"syscall"
 
+	blog "github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/replica"
 )
 
@@ -59,3 +60,22 @@ func neg(err error) int { return -int(Errno(err)) }
 
 // errc turns an errno into the negative form FUSE operations return.
 func errc(e syscall.Errno) int { return -int(e) }
+
+// nameTooLong returns -ENAMETOOLONG for a path a new name cannot have: a
+// component over log.MaxNameLen bytes or a whole path over log.MaxPathLen
+// (the kernel's own limits are larger), else 0.
+func nameTooLong(path string) int {
+	if len(path) > blog.MaxPathLen {
+		return -int(syscall.ENAMETOOLONG)
+	}
+	start := 0
+	for i := 0; i <= len(path); i++ {
+		if i == len(path) || path[i] == '/' {
+			if i-start > blog.MaxNameLen {
+				return -int(syscall.ENAMETOOLONG)
+			}
+			start = i + 1
+		}
+	}
+	return 0
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -89,7 +90,12 @@ func Mount(r *replica.Replica, dir string, opts Options) (*Mounted, error) {
 	host.SetCapOpenTrunc(true)
 	m := &Mounted{fs: fs, ad: ad, host: host, dir: abs, logger: logger, done: make(chan struct{})}
 	m.inv = newInvalidator(ad.notifier, m.resolve)
-	args := []string{"-o", mountOptions(r.Name(), ad.timeout)}
+	allowOther := !opts.Private
+	if allowOther && os.Geteuid() != 0 && !userAllowOther() {
+		logger.Warn("mounting without allow_other: only this user can use the mount (add user_allow_other to /etc/fuse.conf, or mount as root)")
+		allowOther = false
+	}
+	args := []string{"-o", mountOptions(r.Name(), ad.timeout, allowOther)}
 	if !opts.MultiThreaded {
 		args = append(args, "-s")
 	}
@@ -136,10 +142,33 @@ func Mount(r *replica.Replica, dir string, opts Options) (*Mounted, error) {
 // .fuse_hidden* on unlink, no path lookups for operations on open files,
 // permissions checked by the kernel from the modes shown (write bits only
 // where the key has authority), 128 KiB writes, and the cache timeouts.
-func mountOptions(name string, timeout float64) string {
+//
+// default_permissions makes the kernel check mode bits against the
+// caller; with allowOther, other users (services that dropped root) may use
+// the mount under those checks.
+func mountOptions(name string, timeout float64, allowOther bool) string {
 	t := strconv.FormatFloat(timeout, 'f', -1, 64)
-	return "fsname=basefs:" + name + ",subtype=basefs,use_ino,hard_remove,nopath,default_permissions," +
+	o := "fsname=basefs:" + name + ",subtype=basefs,use_ino,hard_remove,nopath,default_permissions," +
 		"big_writes,max_write=131072,attr_timeout=" + t + ",entry_timeout=" + t + ",negative_timeout=" + t
+	if allowOther {
+		o += ",allow_other"
+	}
+	return o
+}
+
+// userAllowOther reports whether /etc/fuse.conf lets users mount with
+// allow_other.
+func userAllowOther() bool {
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 // cacheTimeout returns the kernel cache timeout in seconds for the option.
@@ -438,6 +467,9 @@ func (a *adapter) Statfs(path string, stat *fuse.Statfs_t) int {
 }
 
 func (a *adapter) Getattr(path string, stat *fuse.Stat_t, fh uint64) int {
+	if e := nameTooLong(path); e != 0 {
+		return e // a lookup of a name no file can have
+	}
 	var at attr
 	if e := a.fs.getattr(path, fh, &at); e != 0 {
 		return e
@@ -459,13 +491,33 @@ func (a *adapter) Mknod(path string, mode uint32, dev uint64) int {
 	return e
 }
 
-func (a *adapter) Mkdir(path string, mode uint32) int     { return a.fs.mkdir(path, mode) }
-func (a *adapter) Unlink(path string) int                 { return a.fs.unlink(path) }
-func (a *adapter) Rmdir(path string) int                  { return a.fs.rmdir(path) }
-func (a *adapter) Link(oldpath, newpath string) int       { return a.fs.link(oldpath, newpath) }
-func (a *adapter) Symlink(target, newpath string) int     { return a.fs.symlink(target, newpath) }
-func (a *adapter) Readlink(path string) (int, string)     { return a.fs.readlink(path) }
-func (a *adapter) Rename(oldpath, newpath string) int     { return a.fs.rename(oldpath, newpath) }
+func (a *adapter) Mkdir(path string, mode uint32) int {
+	if e := nameTooLong(path); e != 0 {
+		return e
+	}
+	return a.fs.mkdir(path, mode)
+}
+func (a *adapter) Unlink(path string) int { return a.fs.unlink(path) }
+func (a *adapter) Rmdir(path string) int  { return a.fs.rmdir(path) }
+func (a *adapter) Link(oldpath, newpath string) int {
+	if e := nameTooLong(newpath); e != 0 {
+		return e
+	}
+	return a.fs.link(oldpath, newpath)
+}
+func (a *adapter) Symlink(target, newpath string) int {
+	if e := nameTooLong(newpath); e != 0 {
+		return e
+	}
+	return a.fs.symlink(target, newpath)
+}
+func (a *adapter) Readlink(path string) (int, string) { return a.fs.readlink(path) }
+func (a *adapter) Rename(oldpath, newpath string) int {
+	if e := nameTooLong(newpath); e != 0 {
+		return e
+	}
+	return a.fs.rename(oldpath, newpath)
+}
 func (a *adapter) Chmod(path string, mode uint32) int     { return a.fs.chmod(path, mode) }
 func (a *adapter) Chown(path string, uid, gid uint32) int { return a.fs.chown(path) }
 func (a *adapter) Access(path string, mask uint32) int    { return a.fs.access(path, mask) }
@@ -481,6 +533,9 @@ func (a *adapter) Utimens(path string, tmsp []fuse.Timespec) int {
 }
 
 func (a *adapter) Create(path string, flags int, mode uint32) (int, uint64) {
+	if e := nameTooLong(path); e != 0 {
+		return e, 0
+	}
 	return a.fs.create(path, flags, mode)
 }
 
@@ -492,6 +547,9 @@ func (a *adapter) Open(path string, flags int) (int, uint64) {
 // CreateEx and OpenEx let the open decide whether the kernel keeps its
 // cached pages (FileSystemOpenEx).
 func (a *adapter) CreateEx(path string, mode uint32, fi *fuse.FileInfo_t) int {
+	if e := nameTooLong(path); e != 0 {
+		return e
+	}
 	e, fh := a.fs.create(path, fi.Flags, mode)
 	fi.Fh = fh
 	return e

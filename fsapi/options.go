@@ -15,6 +15,11 @@ type Options struct {
 	// UID and GID are shown as the owner of every file (the mounting user).
 	// Ownership is not replicated: chown succeeds without changing anything.
 	UID, GID uint32
+	// Private mounts without allow_other: only the mounting user may use
+	// the mount. By default other users may, under the kernel's checks of
+	// the mode bits (default_permissions): a service that dropped root
+	// reads its 0644 configuration, and not a 0600 file of root's.
+	Private bool
 	// Ignore lists glob patterns (path.Match syntax) of names kept local:
 	// files and symlinks whose names match live only in this mount's memory
 	// and are never replicated. A pattern without a slash matches the base

@@ -41,6 +41,7 @@ var runFlags = []flagSpec{
 	{name: "handler-initial", help: "fire the handlers once for the current state at start"},
 	{name: "handler-timeout", value: true, valueFor: "DURATION", help: "kill a handler script running longer (default 60s)"},
 	{name: "mount", value: true, valueFor: "DIR", help: "mount the filesystem at DIR while the node runs"},
+	{name: "private", help: "mount without allow_other: only this user may use the mount"},
 	{name: "metrics", value: true, valueFor: "HOST:PORT", help: "serve Prometheus metrics at http://HOST:PORT/metrics and health at /healthz"},
 	{name: "config", value: true, valueFor: "FILE", help: "read options from a YAML file (option: value); the command line wins"},
 }
@@ -290,7 +291,7 @@ func (env *cliEnv) agentConfig(name string, p *parsed, mountDir string) (agent.C
 		if err != nil {
 			return cfg, err
 		}
-		cfg.Mount = fsapi.Options{Key: key, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+		cfg.Mount = fsapi.Options{Key: key, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Private: p.has("private")}
 	}
 	return cfg, nil
 }
