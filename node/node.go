@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -24,6 +25,7 @@ import (
 	"github.com/basefs/basefs/gossip"
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/sechan"
 	"github.com/basefs/basefs/syncproto"
 	"github.com/basefs/basefs/view"
 )
@@ -97,7 +99,10 @@ type Node struct {
 	logger *slog.Logger
 	r      *replica.Replica
 
-	g        *gossip.Gossip
+	g *gossip.Gossip
+	// keyring is g once it exists, for the sync channel's key lookups
+	// (which start before gossip does).
+	keyring  atomic.Pointer[gossip.Gossip]
 	sync     *syncproto.Service
 	syncAddr string
 	name     string
@@ -205,14 +210,23 @@ func (n *Node) startNetwork() error {
 	if seed == 0 {
 		seed = time.Now().UnixNano()
 	}
+	dial := cfg.Network.Dial
+	if len(cfg.Keys) > 0 {
+		dial = sechan.Dialer(dial, func() []byte { return n.syncKeys()[0] })
+	}
 	n.sync = syncproto.NewService(syncproto.Config{
 		Replica: n.r, Node: n.name, Addr: n.syncAddr, Peers: n.syncPeers,
-		Dial: cfg.Network.Dial, Interval: cfg.SyncInterval, Limits: cfg.SyncLimits,
+		Dial: dial, Interval: cfg.SyncInterval, Limits: cfg.SyncLimits,
 		Logger: n.logger, Rand: rand.New(rand.NewSource(seed)),
 	})
 	l, err := cfg.Network.Listen(syncBind)
 	if err != nil {
 		return fmt.Errorf("cannot listen for sync on %s: %w", syncBind, err)
+	}
+	if len(cfg.Keys) > 0 {
+		// With a cluster secret, sync and get are encrypted and
+		// authenticated too, not only gossip.
+		l = sechan.Listener(l, n.syncKeys)
 	}
 	n.wg.Add(1)
 	go func() {
@@ -235,6 +249,7 @@ func (n *Node) startNetwork() error {
 	if err != nil {
 		return fmt.Errorf("cannot start gossip on %s: %w", cfg.Bind, err)
 	}
+	n.keyring.Store(n.g)
 	n.cancelSub = n.r.Subscribe(n.onUpdate)
 	n.wg.Add(3)
 	go n.ingestLoop()
@@ -712,6 +727,18 @@ func (n *Node) Status() Status {
 	}
 	st.InSync = clean && st.MissingBlocks == 0 && st.Pending == 0
 	return st
+}
+
+// syncKeys are the cluster keys the sync channel accepts, primary first:
+// gossip's keyring (rotations included) once gossip runs, else the
+// configured keys.
+func (n *Node) syncKeys() [][]byte {
+	if g := n.keyring.Load(); g != nil {
+		if ks := g.LocalKeys(); len(ks) > 0 {
+			return ks
+		}
+	}
+	return n.cfg.Keys
 }
 
 // GossipStats returns the gossip counters; false when the node runs

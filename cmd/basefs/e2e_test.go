@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -332,8 +333,22 @@ func TestEndToEndGossipKeyRotation(t *testing.T) {
 	k1, k2 := filepath.Join(base, "k1"), filepath.Join(base, "k2")
 	a.must("", "gossip-key", "generate", k1)
 	a.must("", "gossip-key", "generate", k2)
+	a.must("secret=42\n", "write", "demo:/etc/secret")
 	a.start("--encrypt", k1)
-	b.must("", "get", "demo", a.addr)
+	// Without the secret, get learns nothing: sync is encrypted too.
+	if out, err := b.basefs("", "get", "demo", a.addr); err == nil || !strings.Contains(err.Error(), "give --encrypt KEYFILE") {
+		t.Fatalf("get without the secret: %v %q", err, out)
+	}
+	if out, err := b.basefs("", "get", "demo", a.addr, "--encrypt", k2); err == nil || !strings.Contains(err.Error(), "does not accept this cluster secret") {
+		t.Fatalf("get with another key: %v %q", err, out)
+	}
+	if got := probeSync(t, a.addr); strings.Contains(got, "secret=42") || strings.Contains(got, "demo") {
+		t.Fatalf("a plaintext client read %q from the sync port", got)
+	}
+	b.must("", "get", "demo", a.addr, "--encrypt", k1)
+	if got := b.must("", "cat", "demo:/etc/secret"); got != "secret=42\n" {
+		t.Fatalf("get with the secret: %q", got)
+	}
 	b.start("--encrypt", k1)
 	waitUntil(t, 20*time.Second, "a and b to meet", func() bool { st, _ := b.status(); return len(st.Members) == 2 })
 	a.must("", "gossip-key", "demo", "install", k2)
@@ -353,11 +368,32 @@ func TestEndToEndGossipKeyRotation(t *testing.T) {
 		out, err := b.basefs("", "cat", "demo:/again")
 		return err == nil && out == "again\n"
 	})
-	// A newcomer with only the retired key cannot join.
-	c.must("", "get", "demo", a.addr) // sync is not encrypted by gossip keys
+	// A newcomer with only the retired key cannot get, nor join.
+	if _, err := c.basefs("", "get", "demo", a.addr, "--encrypt", k1); err == nil {
+		t.Fatal("get with the retired key succeeded")
+	}
+	c.must("", "get", "demo", a.addr, "--encrypt", k2)
 	c.start("--encrypt", k1)
 	time.Sleep(3 * time.Second)
 	if st, _ := c.status(); len(st.Members) > 1 {
 		t.Fatalf("a node with the retired key joined: %+v", st.Members)
 	}
+}
+
+// probeSync speaks plaintext to a node's sync port (a syncproto hello, or
+// anything) and returns whatever came back within a few seconds.
+func probeSync(t *testing.T, addr string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	var p int
+	fmt.Sscanf(port, "%d", &p)
+	c, err := net.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(p+1)))
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.Write([]byte("BFSY\x01\x00\x10hello, plaintext"))
+	b, _ := io.ReadAll(c)
+	return string(b)
 }

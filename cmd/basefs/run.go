@@ -23,6 +23,7 @@ import (
 	"github.com/basefs/basefs/log"
 	"github.com/basefs/basefs/node"
 	"github.com/basefs/basefs/replica"
+	"github.com/basefs/basefs/sechan"
 	"github.com/basefs/basefs/syncproto"
 )
 
@@ -33,7 +34,7 @@ var runFlags = []flagSpec{
 	{name: "advertise", value: true, valueFor: "HOST:PORT", help: "the address others reach this node at (default --bind)"},
 	{name: "join", value: true, repeat: true, valueFor: "HOST:PORT,...", help: "nodes to join, besides those in /.cluster"},
 	{name: "profile", value: true, valueFor: "lan|wan|local", help: "gossip timing profile (default lan)"},
-	{name: "encrypt", value: true, valueFor: "KEYFILE", help: "encrypt gossip with the shared key(s) in KEYFILE (base64, first is primary)"},
+	{name: "encrypt", value: true, valueFor: "KEYFILE", help: "encrypt and authenticate gossip, sync and get with the cluster secret in KEYFILE (base64 keys, first is primary)"},
 	{name: "sync-interval", value: true, valueFor: "DURATION", help: "anti-entropy period (default 5s)"},
 	{name: "retransmit-mult", value: true, valueFor: "N", help: "gossip sends each event N·⌈log10(nodes+1)⌉ times (default 6); lower it on slow links, sync repairs what is missed"},
 	{name: "event-buffer", value: true, valueFor: "N", help: "Serf's ring of recent events, sent in every push/pull (default 512); lower it on slow links"},
@@ -72,8 +73,22 @@ func cmdGet(env *cliEnv, p *parsed) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := syncproto.GetWithOptions(ctx, nil, syncAddr, dir, name, syncproto.NewProgressPrinter(env.stderr, isTerm),
+	var dial syncproto.DialFunc
+	if kf := p.get("encrypt"); kf != "" {
+		keys, err := gossip.ReadKeyFile(kf)
+		if err != nil {
+			return fmt.Errorf("--encrypt %s: %v", kf, err)
+		}
+		dial = sechan.Dialer(syncproto.TCPDial, func() []byte { return keys[0] })
+	}
+	res, err := syncproto.GetWithOptions(ctx, dial, syncAddr, dir, name, syncproto.NewProgressPrinter(env.stderr, isTerm),
 		syncproto.GetOptions{Logger: env.logger()})
+	if errors.Is(err, sechan.ErrNoSecret) {
+		return fmt.Errorf("get %s from %s: the node does not accept this cluster secret (is --encrypt the cluster's key file?)", name, addr)
+	}
+	if err != nil && dial == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, syncproto.ErrForged) {
+		return fmt.Errorf("get %s from %s: %v (if the cluster is encrypted, give --encrypt KEYFILE)", name, addr, err)
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("get interrupted; what arrived is stored and verified: run 'basefs get %s %s' again to finish", name, addr)
