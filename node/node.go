@@ -543,6 +543,7 @@ func (n *Node) ingest(batch []gossip.Message) {
 	for _, rj := range res.Rejected {
 		n.reject(rj.Reason+" (gossip)", 1)
 	}
+	n.reject(syncproto.UnwantedBlock+" (gossip)", int64(res.Unwanted))
 	if len(res.Rejected) > 0 {
 		for o := range origins {
 			n.g.ReportInvalid(o, len(res.Rejected), errors.New(res.Rejected[0].Reason))
@@ -717,6 +718,9 @@ func (n *Node) Status() Status {
 		for reason, k := range p.Rejections {
 			st.Rejected[reason+" (sync)"] += k
 		}
+	}
+	if k := n.sync.Server.Refused(); k > 0 {
+		st.Rejected["sync session (busy)"] += k
 	}
 	gs := n.g.Stats()
 	if gs.DecodeFailures > 0 {

@@ -18,6 +18,7 @@ type IngestResult struct {
 	Entries    int // new entries stored
 	Blocks     int // new blocks stored
 	Duplicates int // entries already held
+	Unwanted   int // blocks no known entry refers to (not stored)
 	Rejected   []Rejection
 }
 
@@ -78,21 +79,24 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 			res.Rejected = append(res.Rejected, Rejection{e.Hash().String(), "no authority"})
 		}
 	}
-	// Entries first, so the block check below knows their contents.
-	var keepBlocks [][]byte
+	// Entries first, so the block admission below knows their contents.
 	if len(good) > 0 {
 		r.noteContents(good)
+		if r.wanted != nil {
+			for _, e := range good {
+				r.wantContent(e.Content)
+			}
+		}
 	}
-	for _, b := range blocks {
-		h := log.Sum(b)
-		if r.store.HasBlock(h) {
-			continue
-		}
-		if len(b) > log.BlockSize {
+	var keepBlocks [][]byte
+	if len(blocks) > 0 {
+		var unwanted int
+		var tooBig []log.Hash
+		keepBlocks, unwanted, tooBig = r.admitBlocks(blocks)
+		for _, h := range tooBig {
 			res.Rejected = append(res.Rejected, Rejection{h.String(), "block larger than the block size"})
-			continue
 		}
-		keepBlocks = append(keepBlocks, b)
+		res.Unwanted = unwanted
 	}
 	if err := r.store.Append(good, keepBlocks); err != nil {
 		r.mu.Unlock()

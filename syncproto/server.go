@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/basefs/basefs/log"
@@ -42,6 +43,10 @@ type Server struct {
 	closed    bool
 	wg        sync.WaitGroup
 	sem       chan struct{}
+	perHost   map[string]int // live sessions by source host
+
+	refused     atomic.Int64 // sessions refused as busy
+	lastRefusal time.Time    // when a refusal was last logged (under mu)
 }
 
 // NewServer returns a server for cfg.Replica.
@@ -50,7 +55,7 @@ func NewServer(cfg ServerConfig) *Server {
 	return &Server{
 		cfg: cfg, lim: lim, log: orDiscard(cfg.Logger),
 		listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{},
-		sem: make(chan struct{}, lim.MaxSessions),
+		sem: make(chan struct{}, lim.MaxSessions), perHost: map[string]int{},
 	}
 }
 
@@ -160,13 +165,20 @@ func (s *Server) serve(conn net.Conn) {
 			s.log.Error("sync: internal error serving a peer; connection dropped", "peer", ss.peer, "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	if !s.takeHostSlot(host) {
+		s.refuse(ss, remote, "too many sync sessions from "+host)
+		return
+	}
+	defer s.releaseHostSlot(host)
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
 	default:
-		ss.w.writePreamble()
-		ss.w.sendError(fmt.Errorf("%w: too many sync sessions", ErrBusy))
-		s.log.Info("sync: refused a peer: too many sessions", "peer", remote)
+		s.refuse(ss, remote, "too many sync sessions")
 		return
 	}
 	start := time.Now()
@@ -177,6 +189,48 @@ func (s *Server) serve(conn net.Conn) {
 	}
 	ss.finish(start, err)
 }
+
+// takeHostSlot counts a session from host, unless host has its limit.
+func (s *Server) takeHostSlot(host string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perHost[host] >= s.lim.MaxSessionsPerHost {
+		return false
+	}
+	s.perHost[host]++
+	return true
+}
+
+func (s *Server) releaseHostSlot(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perHost[host]--; s.perHost[host] <= 0 {
+		delete(s.perHost, host)
+	}
+}
+
+// refuse answers a session with a busy error. Refusals are counted
+// (Refused) and logged at most once a minute, so a peer that keeps
+// reconnecting cannot fill the log.
+func (s *Server) refuse(ss *serverSession, remote, why string) {
+	ss.w.writePreamble()
+	ss.w.sendError(fmt.Errorf("%w: %s", ErrBusy, why))
+	n := s.refused.Add(1)
+	s.mu.Lock()
+	logIt := time.Since(s.lastRefusal) >= time.Minute
+	if logIt {
+		s.lastRefusal = time.Now()
+	}
+	s.mu.Unlock()
+	if logIt {
+		s.log.Warn("sync: refusing sessions ("+why+")", "peer", remote, "refused_so_far", n)
+	} else {
+		s.log.Debug("sync: refused a peer", "peer", remote, "why", why)
+	}
+}
+
+// Refused is how many sessions the server refused as busy.
+func (s *Server) Refused() int64 { return s.refused.Load() }
 
 // serverSession is the server's side of one connection.
 type serverSession struct {

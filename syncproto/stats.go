@@ -39,18 +39,22 @@ type Limits struct {
 	// MaxSessions bounds the sessions a server runs at once; more are
 	// refused with a "busy" error.
 	MaxSessions int
+	// MaxSessionsPerHost bounds the sessions from one source address, so
+	// one host cannot take every slot.
+	MaxSessionsPerHost int
 	// MaxExpand is the most index nodes a client asks for in one round.
 	MaxExpand int
 }
 
 // DefaultLimits are the limits used for zero fields.
 var DefaultLimits = Limits{
-	IOTimeout:       15 * time.Second,
-	SessionTimeout:  2 * time.Minute,
-	MaxSessionBytes: 256 << 20,
-	MaxRounds:       512,
-	MaxSessions:     64,
-	MaxExpand:       512,
+	IOTimeout:          15 * time.Second,
+	SessionTimeout:     2 * time.Minute,
+	MaxSessionBytes:    256 << 20,
+	MaxRounds:          512,
+	MaxSessions:        64,
+	MaxSessionsPerHost: 16,
+	MaxExpand:          512,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -69,6 +73,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxSessions > 0 {
 		d.MaxSessions = l.MaxSessions
+	}
+	if l.MaxSessionsPerHost > 0 {
+		d.MaxSessionsPerHost = l.MaxSessionsPerHost
 	}
 	if l.MaxExpand > 0 {
 		d.MaxExpand = l.MaxExpand
