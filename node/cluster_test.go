@@ -420,3 +420,17 @@ func TestJoinFailureIsLoggedOnce(t *testing.T) {
 		t.Fatalf("%d warnings, want 1:\n%s", k, logs.String())
 	}
 }
+
+// TestMadeUpOriginIsNotDialed: an event's origin is a claim; a node only
+// ever dials members, so a made-up origin gives no address to dial.
+func TestMadeUpOriginIsNotDialed(t *testing.T) {
+	c := newSimCluster(t, 2, simnet.Link{Delay: time.Millisecond})
+	c.waitMembers(2, 30*time.Second)
+	n := c.nodes[0]
+	if a := n.syncAddrOfMember("10.9.9.9:7946"); a != "" {
+		t.Fatalf("a made-up origin maps to %q", a)
+	}
+	if a := n.syncAddrOfMember(c.addrs[1]); a == "" {
+		t.Fatal("a member's origin maps to no address")
+	}
+}

@@ -625,10 +625,13 @@ func (n *Node) fetch(origin string, entries []log.Hash, contents []*log.Content)
 	}()
 }
 
-// syncAddrOfMember finds the sync address of the member named name.
+// syncAddrOfMember finds the sync address of the alive member named name;
+// "" when no alive member has that name. A gossiped origin is a claim of
+// whoever sent the event: only members are ever dialed, never an address
+// an event names.
 func (n *Node) syncAddrOfMember(name string) string {
 	for _, m := range n.g.Members() {
-		if m.Name != name {
+		if m.Name != name || m.Status != "alive" {
 			continue
 		}
 		host, _, err := net.SplitHostPort(m.Addr)
@@ -638,9 +641,9 @@ func (n *Node) syncAddrOfMember(name string) string {
 		if p := m.Tags["sync"]; p != "" {
 			return net.JoinHostPort(host, p)
 		}
-	}
-	if a, err := SyncAddr(name); err == nil {
-		return a
+		if a, err := SyncAddr(m.Addr); err == nil {
+			return a
+		}
 	}
 	return ""
 }

@@ -189,6 +189,20 @@ func checkPath(path string) error {
 	return nil
 }
 
+// checkNewName refuses a path a write would create when it holds a
+// control character (a byte below 0x20, or 0x7f): such names would carry
+// terminal escapes into every listing. Entries with such paths that come
+// from peers are still accepted (they are valid in the log), and existing
+// ones can be removed or renamed.
+func checkNewName(path string) error {
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c < 0x20 || c == 0x7f {
+			return errorf(Invalid, "", "%q: names with control characters are refused (byte 0x%02x)", path, c)
+		}
+	}
+	return nil
+}
+
 func checkWritable(path string) error {
 	if err := checkPath(path); err != nil {
 		return err
@@ -215,6 +229,9 @@ type WriteOptions struct {
 // Writing through a hard link writes the file it links to.
 func (r *Replica) WriteFile(key ed25519.PrivateKey, path string, data []byte, o WriteOptions) (*log.Entry, error) {
 	if err := checkWritable(path); err != nil {
+		return nil, err
+	}
+	if err := checkNewName(path); err != nil {
 		return nil, err
 	}
 	if uint64(len(data)) > log.MaxFileSize {
@@ -306,6 +323,9 @@ func (r *Replica) Mkdir(key ed25519.PrivateKey, path string, mode uint32, parent
 	if err := checkWritable(path); err != nil {
 		return err
 	}
+	if err := checkNewName(path); err != nil {
+		return err
+	}
 	if mode == 0 {
 		mode = 0o755
 	}
@@ -384,6 +404,9 @@ func (r *Replica) Rename(key ed25519.PrivateKey, from, to string, sync bool) err
 	if err := checkWritable(to); err != nil {
 		return err
 	}
+	if err := checkNewName(to); err != nil {
+		return err
+	}
 	if from == to {
 		return nil
 	}
@@ -446,6 +469,9 @@ func (r *Replica) Symlink(key ed25519.PrivateKey, target, path string, sync bool
 	if err := checkWritable(path); err != nil {
 		return err
 	}
+	if err := checkNewName(path); err != nil {
+		return err
+	}
 	if target == "" || len(target) > log.MaxTargetLen || strings.IndexByte(target, 0) >= 0 {
 		return errorf(Invalid, path, "symlink target must be 1 to %d bytes without NUL", log.MaxTargetLen)
 	}
@@ -471,6 +497,9 @@ func (r *Replica) Symlink(key ed25519.PrivateKey, target, path string, sync bool
 // Link creates a hard link at path to the file at existing.
 func (r *Replica) Link(key ed25519.PrivateKey, existing, path string, sync bool) error {
 	if err := checkWritable(path); err != nil {
+		return err
+	}
+	if err := checkNewName(path); err != nil {
 		return err
 	}
 	if err := checkWritable(existing); err != nil {
