@@ -83,6 +83,13 @@ type setAttrParams struct {
 	O    ops.SetAttrOptions
 }
 
+// chownParams are Chown's parameters on the wire.
+type chownParams struct {
+	S     ops.Signer
+	Path  string
+	Owner string
+}
+
 // grantParams are Grant's parameters on the wire.
 type grantParams struct {
 	S    ops.Signer
@@ -236,6 +243,13 @@ var methods = map[string]func(api ops.API, raw json.RawMessage) (any, error){
 		}
 		return nil, api.SetAttr(p.S, p.Path, p.O)
 	},
+	"Chown": func(api ops.API, raw json.RawMessage) (any, error) {
+		p, err := decode[chownParams](raw)
+		if err != nil {
+			return nil, err
+		}
+		return nil, api.Chown(p.S, p.Path, p.Owner)
+	},
 	"Grant": func(api ops.API, raw json.RawMessage) (any, error) {
 		p, err := decode[grantParams](raw)
 		if err != nil {
@@ -379,6 +393,12 @@ func (c *Client) Link(s ops.Signer, existing string, path string) error {
 // SetAttr changes permission bits and/or the modification time.
 func (c *Client) SetAttr(s ops.Signer, path string, o ops.SetAttrOptions) error {
 	return c.call("SetAttr", setAttrParams{S: s, Path: path, O: o}, nil)
+}
+
+// Chown records path's owner and group by name ("USER:GROUP", or
+// "USER" to keep the group).
+func (c *Client) Chown(s ops.Signer, path string, owner string) error {
+	return c.call("Chown", chownParams{S: s, Path: path, Owner: owner}, nil)
 }
 
 // Grant gives pub write authority over path and below.

@@ -3,6 +3,7 @@
 package fsapi
 
 import (
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,19 +40,68 @@ func (f *fsys) chmod(p string, mode uint32) int {
 	return 0
 }
 
-func (f *fsys) chown(p string) int {
+// chown records owner names: user and group are names already (the
+// adapter maps the caller's ids to names), "" to keep the current one. A
+// file being written gets its owner when it is committed (cp -a chowns
+// before it closes); otherwise the owner is written at once.
+func (f *fsys) chown(p, user, group string) int {
+	if user == "" && group == "" {
+		f.mu.Lock()
+		wo := f.whiteouts[p] != nil
+		f.mu.Unlock()
+		if wo {
+			return errc(syscall.ENOENT)
+		}
+		_, err := f.stat(p)
+		return neg(err)
+	}
 	f.mu.Lock()
-	wo := f.whiteouts[p] != nil
-	n := f.nodes[p]
-	f.mu.Unlock()
-	if wo {
+	if f.whiteouts[p] != nil {
+		f.mu.Unlock()
 		return errc(syscall.ENOENT)
 	}
-	if n != nil && !n.gone {
-		return 0
+	n := f.nodes[p]
+	cur := ""
+	if n != nil && n.ownerSet {
+		cur = n.owner
 	}
-	_, err := f.stat(p)
-	return neg(err)
+	f.mu.Unlock()
+	if cur == "" {
+		if st, err := f.stat(p); err == nil {
+			cur = st.Owner
+		}
+	}
+	cu, cg, _ := strings.Cut(cur, ":")
+	if user == "" {
+		user = cu
+	}
+	if group == "" {
+		group = cg
+	}
+	if user == "" {
+		user = "root"
+	}
+	if group == "" {
+		group = "root"
+	}
+	owner := user + ":" + group
+	f.mu.Lock()
+	if n != nil && !n.gone {
+		switch {
+		case n.local:
+			f.mu.Unlock()
+			return 0
+		case n.created || n.dirty:
+			n.owner, n.ownerSet, n.reported = owner, true, false
+			f.mu.Unlock()
+			return 0
+		}
+	}
+	f.mu.Unlock()
+	if err := f.change([]string{p}, func() error { return f.r.Chown(f.key, p, owner, false) }); err != nil {
+		return neg(err)
+	}
+	return 0
 }
 
 // utimens sets the modification time (unix seconds and nanoseconds; the

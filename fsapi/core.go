@@ -39,6 +39,7 @@ const kcacheMax = 1 << 16
 
 // attr is what getattr reports, independent of the FUSE binding.
 type attr struct {
+	Owner string // "USER:GROUP" by name; "" shows the mounting user
 	Mode  uint32 // type bits | permission bits
 	Ino   uint64
 	Nlink uint32
@@ -113,6 +114,8 @@ type node struct {
 	modeSet  bool   // a chmod waits for the commit
 	mtime    int64  // unix ns: local files, a pending utimens, or the last write
 	mtimeSet bool   // an explicit mtime waits for the commit
+	owner    string // "USER:GROUP" a chown set while the file was written
+	ownerSet bool   // a chown waits for the commit
 	ino      uint64
 	nlink    uint32
 	open     int  // handles
@@ -124,12 +127,12 @@ type node struct {
 // active reports whether the node, rather than the replica, describes its
 // path's attributes.
 func (n *node) active() bool {
-	return n.local || n.created || n.dirty || n.modeSet || n.mtimeSet
+	return n.local || n.created || n.dirty || n.modeSet || n.mtimeSet || n.ownerSet
 }
 
 // pending reports whether the node holds something to commit.
 func (n *node) pending() bool {
-	return !n.gone && !n.local && (n.created || n.dirty || n.modeSet || n.mtimeSet)
+	return !n.gone && !n.local && (n.created || n.dirty || n.modeSet || n.mtimeSet || n.ownerSet)
 }
 
 // handle is one open file. A handle on a node shares the node's buffer; a
@@ -230,6 +233,9 @@ func (f *fsys) localName(p string) bool {
 
 func (f *fsys) nodeAttr(n *node, a *attr) {
 	*a = attr{Mode: modeReg | n.mode, Ino: n.ino, Nlink: n.nlink, Size: int64(len(n.data)), MTime: n.mtime}
+	if n.ownerSet {
+		a.Owner = n.owner
+	}
 	if n.symlink {
 		a.Mode = modeSymlink | 0o777
 		a.Size = int64(len(n.target))
@@ -237,7 +243,7 @@ func (f *fsys) nodeAttr(n *node, a *attr) {
 }
 
 func (f *fsys) viewAttr(st *view.Node, a *attr) {
-	*a = attr{Ino: inoOf(st.ContentKey()), Nlink: uint32(max(st.Nlink, 1)), MTime: st.MTime}
+	*a = attr{Ino: inoOf(st.ContentKey()), Nlink: uint32(max(st.Nlink, 1)), MTime: st.MTime, Owner: st.Owner}
 	switch st.Kind {
 	case view.KindDir:
 		a.Mode = modeDir | st.Mode&permMask

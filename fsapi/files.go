@@ -330,18 +330,32 @@ func (f *fsys) commit(n *node, sync bool) error {
 			n.mtime = mtime
 		}
 		delete(f.kcache, n.path)
-		return nil
+		return f.commitOwner(n, sync)
 	}
 	var mp *uint32
 	if n.modeSet {
 		m := n.mode
 		mp = &m
 	}
-	err := f.change([]string{n.path}, func() error { return f.r.SetAttr(f.key, n.path, mp, mtime, sync) })
-	if err != nil {
+	if n.modeSet || n.mtimeSet {
+		err := f.change([]string{n.path}, func() error { return f.r.SetAttr(f.key, n.path, mp, mtime, sync) })
+		if err != nil {
+			return err
+		}
+		n.modeSet, n.mtimeSet = false, false
+	}
+	return f.commitOwner(n, sync)
+}
+
+// commitOwner writes the owner a chown set while the file was written.
+func (f *fsys) commitOwner(n *node, sync bool) error {
+	if !n.ownerSet {
+		return nil
+	}
+	if err := f.change([]string{n.path}, func() error { return f.r.Chown(f.key, n.path, n.owner, sync) }); err != nil {
 		return err
 	}
-	n.modeSet, n.mtimeSet = false, false
+	n.ownerSet = false
 	return nil
 }
 

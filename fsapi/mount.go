@@ -355,6 +355,7 @@ type adapter struct {
 	gid     uint32
 	logger  *slog.Logger
 	timeout float64 // the cache timeout passed to FUSE, in seconds
+	ids     idMap   // owner names <-> this machine's ids
 
 	mu      sync.Mutex
 	note    *fuseNotifier
@@ -447,7 +448,11 @@ func (a *adapter) Destroy() {
 }
 
 func (a *adapter) fill(st *fuse.Stat_t, at *attr) {
-	*st = fuse.Stat_t{Mode: at.Mode, Ino: at.Ino, Nlink: at.Nlink, Uid: a.uid, Gid: a.gid, Size: at.Size,
+	uid, gid := a.uid, a.gid
+	if at.Owner != "" {
+		uid, gid = a.ids.ids(at.Owner, a.uid, a.gid)
+	}
+	*st = fuse.Stat_t{Mode: at.Mode, Ino: at.Ino, Nlink: at.Nlink, Uid: uid, Gid: gid, Size: at.Size,
 		Blksize: 4096, Blocks: (at.Size + 511) / 512}
 	ts := fuse.Timespec{Sec: at.MTime / 1e9, Nsec: at.MTime % 1e9}
 	if ts.Nsec < 0 {
@@ -518,9 +523,21 @@ func (a *adapter) Rename(oldpath, newpath string) int {
 	}
 	return a.fs.rename(oldpath, newpath)
 }
-func (a *adapter) Chmod(path string, mode uint32) int     { return a.fs.chmod(path, mode) }
-func (a *adapter) Chown(path string, uid, gid uint32) int { return a.fs.chown(path) }
-func (a *adapter) Access(path string, mask uint32) int    { return a.fs.access(path, mask) }
+func (a *adapter) Chmod(path string, mode uint32) int { return a.fs.chmod(path, mode) }
+
+// Chown maps the ids to names on this machine (ids with no name stay
+// numbers) and records the names; ^0 (-1) keeps the current one.
+func (a *adapter) Chown(path string, uid, gid uint32) int {
+	user, group := "", ""
+	if uid != ^uint32(0) {
+		user = a.ids.userName(uid)
+	}
+	if gid != ^uint32(0) {
+		group = a.ids.groupName(gid)
+	}
+	return a.fs.chown(path, user, group)
+}
+func (a *adapter) Access(path string, mask uint32) int { return a.fs.access(path, mask) }
 func (a *adapter) Truncate(path string, size int64, fh uint64) int {
 	return a.fs.truncate(path, size, fh)
 }

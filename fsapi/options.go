@@ -12,8 +12,10 @@ type Options struct {
 	// Key signs every entry written through the mount. Its authority decides
 	// which files show write bits and which writes succeed.
 	Key ed25519.PrivateKey
-	// UID and GID are shown as the owner of every file (the mounting user).
-	// Ownership is not replicated: chown succeeds without changing anything.
+	// UID and GID are shown as the owner of files whose owner was never
+	// set, and for owner names with no account on this machine. chown
+	// records owners by name (replicated); each node maps the names to its
+	// own ids.
 	UID, GID uint32
 	// Private mounts without allow_other: only the mounting user may use
 	// the mount. By default other users may, under the kernel's checks of

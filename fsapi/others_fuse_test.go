@@ -92,3 +92,48 @@ func TestNameTooLong(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnersByName: chown in the mount records names; cp -a keeps a
+// file's owner; the replica shows the names and the mount the local ids.
+func TestOwnersByName(t *testing.T) {
+	r := newReplica(t, "")
+	_, dir := mount(t, r, Options{})
+	watchdog(t, 60*time.Second, dir)
+	p := filepath.Join(dir, "app.conf")
+	if err := os.WriteFile(p, []byte("x=1\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Stat("/app.conf")
+	if err != nil || (st.Owner != "nobody:nogroup" && st.Owner != "nobody:nobody" && st.Owner != "65534:65534") {
+		t.Fatalf("replica owner %q, %v", st.Owner, err)
+	}
+	var fi syscall.Stat_t
+	if err := syscall.Stat(p, &fi); err != nil || fi.Uid != 65534 || fi.Gid != 65534 {
+		t.Fatalf("mount shows %d:%d (%v)", fi.Uid, fi.Gid, err)
+	}
+	// cp -a of a tree with a non-root owner keeps it.
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "pg_hba.conf"), []byte("local all all peer\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(filepath.Join(src, "pg_hba.conf"), 65534, 65534)
+	if out, err := exec.Command("cp", "-a", filepath.Join(src, "pg_hba.conf"), filepath.Join(dir, "pg_hba.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	if err := syscall.Stat(filepath.Join(dir, "pg_hba.conf"), &fi); err != nil || fi.Uid != 65534 || fi.Gid != 65534 || fi.Mode&0o777 != 0o640 {
+		t.Fatalf("after cp -a the mount shows %d:%d %o (%v)", fi.Uid, fi.Gid, fi.Mode&0o777, err)
+	}
+	if st, err := r.Stat("/pg_hba.conf"); err != nil || st.Owner == "" {
+		t.Fatalf("cp -a's owner not recorded: %q %v", st.Owner, err)
+	}
+	// chown -1 keeps the user and changes the group.
+	if err := os.Lchown(p, -1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.Stat("/app.conf"); !strings.HasSuffix(st.Owner, ":root") || !strings.HasPrefix(st.Owner, "nobody:") && !strings.HasPrefix(st.Owner, "65534:") {
+		t.Fatalf("after chgrp root: %q", st.Owner)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -36,6 +37,7 @@ const (
 	tagRef     = 11
 	tagKey     = 12
 	tagHashes  = 13
+	tagOwner   = 14
 	tagSig     = 15
 	numTags    = 16
 )
@@ -76,7 +78,7 @@ var (
 		ActAck:     fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagHashes),
 		ActLink:    fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagTarget, tagRef),
 		ActSymlink: fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagTarget),
-		ActMode:    withOptional(fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagMode), tagMTime),
+		ActMode:    withOptional(fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagMode), tagMTime, tagOwner),
 		ActRename:  fieldSet(tagParent, tagPath, tagTime, tagAuthor, tagTarget, tagRef),
 	}
 )
@@ -184,6 +186,9 @@ func (e *Entry) appendBody(dst []byte) ([]byte, error) {
 			hb = append(hb, h[:]...)
 		}
 		w = appendField(w, tagHashes, hb)
+	}
+	if want(tagOwner, e.Owner == "") {
+		w = appendField(w, tagOwner, []byte(e.Owner))
 	}
 	return w, nil
 }
@@ -409,6 +414,8 @@ func (e *Entry) setField(tag int, v []byte) error {
 		return fixed(e.Key[:], v, "key")
 	case tagHashes:
 		e.Hashes, err = hashList(v, MaxHashes, "hash")
+	case tagOwner:
+		e.Owner = string(v)
 	default:
 		return fmt.Errorf("%w: unknown field %d", ErrMalformed, tag)
 	}
@@ -523,6 +530,11 @@ func (e *Entry) Check() error {
 	}
 	if e.Action == ActLink && e.Target == e.Path {
 		return fmt.Errorf("%w: link to itself", ErrMalformed)
+	}
+	if e.Owner != "" {
+		if err := ValidateOwner(e.Owner); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
 	}
 	if len(e.Hashes) > MaxHashes {
 		return fmt.Errorf("%w: %d hashes, more than %d", ErrMalformed, len(e.Hashes), MaxHashes)
@@ -693,3 +705,27 @@ func IsUnder(p, dir string) bool {
 
 // IsAtOrUnder reports whether p is dir or below it.
 func IsAtOrUnder(p, dir string) bool { return p == dir || IsUnder(p, dir) }
+
+// MaxOwnerPart bounds a user or group name in an owner field.
+const MaxOwnerPart = 64
+
+// ValidateOwner checks an owner field: "USER:GROUP", each a name of 1 to
+// MaxOwnerPart printable ASCII bytes without ':' or spaces (a numeric id
+// when the writer had no name for it).
+func ValidateOwner(o string) error {
+	user, group, ok := strings.Cut(o, ":")
+	if !ok {
+		return fmt.Errorf("owner %q: want USER:GROUP", o)
+	}
+	for _, part := range []string{user, group} {
+		if part == "" || len(part) > MaxOwnerPart {
+			return fmt.Errorf("owner %q: names must be 1 to %d bytes", o, MaxOwnerPart)
+		}
+		for i := 0; i < len(part); i++ {
+			if c := part[i]; c <= ' ' || c >= 0x7f || c == ':' {
+				return fmt.Errorf("owner %q: names are printable ASCII without spaces or ':'", o)
+			}
+		}
+	}
+	return nil
+}

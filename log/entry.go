@@ -142,6 +142,9 @@ type Entry struct {
 
 	Mode  uint32 // mkdir, write, mode: permission bits (0o7777)
 	MTime int64  // mode (optional): explicit modification time, unix ns
+	// Owner (mode, optional): "USER:GROUP" by name; each node maps the
+	// names to its own ids.
+	Owner string
 
 	Content *Content // write
 

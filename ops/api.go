@@ -48,6 +48,9 @@ type API interface {
 	Link(s Signer, existing, path string) error
 	// SetAttr changes permission bits and/or the modification time.
 	SetAttr(s Signer, path string, o SetAttrOptions) error
+	// Chown records path's owner and group by name ("USER:GROUP", or
+	// "USER" to keep the group).
+	Chown(s Signer, path, owner string) error
 	// Grant gives pub write authority over path and below.
 	Grant(s Signer, path string, pub ed25519.PublicKey) (log.Hash, error)
 	// Revoke takes revoked's authority over path away.

@@ -57,6 +57,10 @@ func (l Local) SetAttr(s Signer, path string, o SetAttrOptions) error {
 	return signedErr(s, func(k ed25519.PrivateKey) error { return l.R.SetAttr(k, path, o.Mode, o.MTime, true) })
 }
 
+func (l Local) Chown(s Signer, path, owner string) error {
+	return signedErr(s, func(k ed25519.PrivateKey) error { return l.R.Chown(k, path, owner, true) })
+}
+
 func (l Local) Grant(s Signer, path string, pub ed25519.PublicKey) (log.Hash, error) {
 	return signed(s, func(k ed25519.PrivateKey) (log.Hash, error) { return hashOf(l.R.Grant(k, path, pub, true)) })
 }

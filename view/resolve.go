@@ -268,6 +268,9 @@ func (v *View) applyEntry(c *cnode, before *State) State {
 	switch e.Action {
 	case log.ActMkdir:
 		s := State{Kind: KindDir, Mode: e.Mode, MTime: e.Time}
+		if before.Kind == KindDir {
+			s.Owner = before.Owner
+		}
 		switch {
 		case e.IsRoot():
 			s.Inc = e.Hash()
@@ -284,7 +287,12 @@ func (v *View) applyEntry(c *cnode, before *State) State {
 		if mt == 0 {
 			mt = e.Time
 		}
-		return State{Kind: KindFile, Mode: e.Mode, MTime: mt, Content: e.Content}
+		// A new version keeps the file's owner, as a write in place does.
+		s := State{Kind: KindFile, Mode: e.Mode, MTime: mt, Content: e.Content}
+		if before.Kind == KindFile {
+			s.Owner = before.Owner
+		}
+		return s
 	case log.ActSymlink:
 		return State{Kind: KindSymlink, Mode: 0o777, MTime: e.Time, Target: e.Target}
 	case log.ActLink:
@@ -299,6 +307,9 @@ func (v *View) applyEntry(c *cnode, before *State) State {
 		}
 		if e.MTime != 0 {
 			s.MTime = e.MTime
+		}
+		if e.Owner != "" && s.Kind != KindLink {
+			s.Owner = e.Owner
 		}
 		return s
 	case log.ActDelete:

@@ -38,7 +38,7 @@ func (v *View) computeNode(ch *chain) *Node {
 		return nil
 	}
 	he := ch.head.en.e
-	n := &Node{Path: ch.path, Kind: st.Kind, Mode: st.Mode, MTime: st.MTime,
+	n := &Node{Path: ch.path, Kind: st.Kind, Mode: st.Mode, MTime: st.MTime, Owner: st.Owner,
 		Head: he.Hash(), HeadAuthor: he.Author, HeadAction: he.Action}
 	switch st.Kind {
 	case KindDir:
@@ -60,6 +60,7 @@ func (v *View) computeNode(ch *chain) *Node {
 		n.Primary = primary
 		n.Mode = pst.Mode
 		n.MTime = pst.MTime
+		n.Owner = pst.Owner
 		n.Content = pst.Content
 		n.Size = pst.Content.Size
 		n.ContentHash = pst.Content.Hash
@@ -157,7 +158,7 @@ func sameNode(a, b *Node) bool {
 		return a == b
 	}
 	return a.Kind == b.Kind && a.Mode == b.Mode && a.MTime == b.MTime && a.Size == b.Size &&
-		a.ContentHash == b.ContentHash && a.Target == b.Target && a.Primary == b.Primary && a.Head == b.Head
+		a.ContentHash == b.ContentHash && a.Target == b.Target && a.Primary == b.Primary && a.Head == b.Head && a.Owner == b.Owner
 }
 
 // dirtyHashUp marks p and its ancestors as needing a new hash. Invariant: the
@@ -266,6 +267,13 @@ func (v *View) dirHash(vn *vnode) log.Hash {
 		case KindDir:
 			sub := v.dirHash(c)
 			h.Write(sub[:])
+		}
+		// The owner counts once one is set; a tree without owners hashes
+		// as before owners existed.
+		if n.Owner != "" {
+			binary.BigEndian.PutUint32(buf[:4], uint32(len(n.Owner))|1<<31)
+			h.Write(buf[:4])
+			h.Write([]byte(n.Owner))
 		}
 	}
 	h.Sum(vn.hash[:0])

@@ -59,6 +59,7 @@ type State struct {
 	Target  string       // KindSymlink: link text; KindLink: primary path
 	Link    *log.Entry   // KindLink: the link entry (its Ref: the primary's entry when the link was made)
 	Inc     log.Hash     // KindDir: the incarnation its children belong to
+	Owner   string       // "USER:GROUP" set by a mode entry; "" when never set
 }
 
 // Live reports whether the state is anything but absent.
@@ -79,6 +80,7 @@ type Node struct {
 	HeadAuthor  [32]byte
 	HeadAction  log.Action
 	ContentHash log.Hash // files: Content.Hash
+	Owner       string   // "USER:GROUP" by name, "" when never set (see chown)
 }
 
 // ContentKey identifies the file object a node shows: its own path, or the

@@ -122,12 +122,13 @@ func cmdLs(env *cliEnv, p *parsed) error {
 				Size   uint64 `json:"size"`
 				MTime  int64  `json:"mtime"`
 				Target string `json:"target,omitempty"`
+				Owner  string `json:"owner,omitempty"`
 				Entry  string `json:"entry"`
 			}
 			items := []item{}
 			for _, n := range nodes {
 				items = append(items, item{Name: log.Base(n.Path), Path: n.Path, Type: n.Kind.String(), Mode: fmt.Sprintf("%04o", n.Mode),
-					Size: n.Size, MTime: n.MTime, Target: n.Target, Entry: n.Head.String()})
+					Size: n.Size, MTime: n.MTime, Target: n.Target, Owner: n.Owner, Entry: n.Head.String()})
 			}
 			return writeJSON(env.stdout, items)
 		}
@@ -140,7 +141,11 @@ func cmdLs(env *cliEnv, p *parsed) error {
 				fmt.Fprintln(env.stdout, nm)
 				continue
 			}
-			line := fmt.Sprintf("%s %3d %9d %s %s", modeString(n), n.Nlink, n.Size, time.Unix(0, n.MTime).Local().Format("Jan _2 15:04"), nm)
+			user, group := "-", "-"
+			if u, g, ok := strings.Cut(n.Owner, ":"); ok {
+				user, group = u, g
+			}
+			line := fmt.Sprintf("%s %3d %-8s %-8s %9d %s %s", modeString(n), n.Nlink, user, group, n.Size, time.Unix(0, n.MTime).Local().Format("Jan _2 15:04"), nm)
 			if n.Kind == view.KindSymlink {
 				line += " -> " + n.Target
 			}
@@ -300,6 +305,25 @@ func cmdLn(env *cliEnv, p *parsed) error {
 		return usagef("hard links stay within one filesystem (%s and %s differ)", name2, name)
 	}
 	return env.withBackend(name, func(b backend) error { return b.Link(key, existing, path) })
+}
+
+func cmdChown(env *cliEnv, p *parsed) error {
+	if err := nArgs(p, "chown", 2, 2); err != nil {
+		return err
+	}
+	owner := p.args[0]
+	if u, _, _ := strings.Cut(owner, ":"); u == "" {
+		return usagef("chown %q: give USER or USER:GROUP", owner)
+	}
+	name, path, err := target(p.args[1])
+	if err != nil {
+		return err
+	}
+	key, err := env.signer(p)
+	if err != nil {
+		return err
+	}
+	return env.withBackend(name, func(b backend) error { return b.Chown(key, path, owner) })
 }
 
 func cmdChmod(env *cliEnv, p *parsed) error {

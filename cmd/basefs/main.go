@@ -91,6 +91,8 @@ func commands() []*command {
 			flags: []flagSpec{keyFlag, {name: "symbolic", short: "s", help: "symbolic link"}}, run: cmdLn},
 		{name: "chmod", args: "MODE NAME:/path [--key PATH]", summary: "change permission bits (octal, e.g. 640)",
 			flags: []flagSpec{keyFlag}, run: cmdChmod},
+		{name: "chown", args: "USER[:GROUP] NAME:/path [--key PATH]", summary: "set owner and group by name; every node maps the names to its own ids",
+			flags: []flagSpec{keyFlag}, run: cmdChown},
 		{name: "grant", args: "NAME:/path PUBFILE [--key PATH]", summary: "give a key write authority over /path and below",
 			flags: []flagSpec{keyFlag}, run: cmdGrant},
 		{name: "revoke", args: "NAME:/path FINGERPRINT [--key PATH]", summary: "take a key's authority over /path away",
