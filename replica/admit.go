@@ -1,6 +1,11 @@
 package replica
 
-import "github.com/basefs/basefs/log"
+import (
+	"time"
+
+	"github.com/basefs/basefs/log"
+	"github.com/basefs/basefs/view"
+)
 
 // Block admission. A block received from elsewhere is stored only when a
 // content the replica knows (of an entry that passed its checks, standing
@@ -16,13 +21,42 @@ import "github.com/basefs/basefs/log"
 // wantedBlocks returns the wanted set, building it on first use.
 func (r *Replica) wantedBlocks() map[log.Hash]uint8 {
 	if r.wanted == nil {
-		r.wanted = map[log.Hash]uint8{}
-		for _, c := range r.contents {
-			r.wantContent(c)
-		}
+		r.rebuildWanted()
 	}
 	return r.wanted
 }
+
+// rebuildWanted computes the wanted set afresh: the blocks missing from
+// every known content and from the contents the tree shows (with the
+// delta bases they need) — the same contents missingBlocks walks, so a
+// block status reports missing is always admissible.
+func (r *Replica) rebuildWanted() {
+	r.wanted = map[log.Hash]uint8{}
+	r.wantedBuilt = time.Now()
+	for _, c := range r.contents {
+		r.wantContent(c)
+	}
+	var chain func(c *log.Content, depth int)
+	chain = func(c *log.Content, depth int) {
+		if c == nil || depth > maxDeltaChain+1 {
+			return
+		}
+		r.wantContent(c)
+		if c.Encoding.IsDelta() {
+			chain(r.contents[c.Base], depth+1)
+		}
+	}
+	r.view.Walk("/", func(n view.Node) bool {
+		if n.Kind == view.KindFile {
+			chain(n.Content, 0)
+		}
+		return true
+	})
+}
+
+// rebuildEvery bounds how often blocks nobody seems to want make the
+// wanted set be recomputed (a safety net that costs a walk of the tree).
+const rebuildEvery = 5 * time.Second
 
 // wantContent marks the blocks of c that are missing as wanted.
 func (r *Replica) wantContent(c *log.Content) {
@@ -84,6 +118,8 @@ func (r *Replica) admitBlocks(blocks [][]byte) (keep [][]byte, unwanted int, too
 		}
 		pending = append(pending, blk{h, b})
 	}
+	rebuilt := false
+admit:
 	for progress := true; progress && len(pending) > 0; {
 		progress = false
 		rest := pending[:0]
@@ -105,6 +141,14 @@ func (r *Replica) admitBlocks(blocks [][]byte) (keep [][]byte, unwanted int, too
 			}
 		}
 		pending = rest
+	}
+	if len(pending) > 0 && !rebuilt && time.Since(r.wantedBuilt) >= rebuildEvery {
+		// Blocks nobody wants: junk, or a want this set lost track of.
+		// Recompute once in a while, so the second never sticks.
+		rebuilt = true
+		r.rebuildWanted()
+		wanted = r.wanted
+		goto admit
 	}
 	return keep, len(pending), tooBig
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/basefs/basefs/log"
 )
@@ -111,5 +112,34 @@ func TestControlCharactersRefused(t *testing.T) {
 	}
 	if r.NumEntries() != before {
 		t.Fatal("a refused write left entries")
+	}
+}
+
+// TestWantedSetRecovers: should the wanted set lose track of a block the
+// tree needs, it is recomputed (at most every rebuildEvery) and the block
+// is taken: status and admission never disagree for good.
+func TestWantedSetRecovers(t *testing.T) {
+	r, err := Create(filepath.Join(t.TempDir(), "fs"), "t", key("root"), nil, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	data := make([]byte, 20<<10)
+	rand.New(rand.NewSource(1)).Read(data)
+	e, blocks := signedWrite(t, r, "root", "/f", data)
+	if _, err := r.Ingest([]*log.Entry{e}, blocks[:1]); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	for h := range r.wanted {
+		delete(r.wanted, h) // drift
+	}
+	r.wantedBuilt = time.Time{}
+	r.mu.Unlock()
+	if _, err := r.Ingest(nil, blocks); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.ReadFile("/f"); err != nil || string(got) != string(data) {
+		t.Fatalf("after the wanted set was recomputed: %v", err)
 	}
 }
