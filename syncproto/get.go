@@ -38,15 +38,20 @@ type GetOptions struct {
 	Limits  Limits       // IOTimeout applies to the stream; the rest to the final sync
 	NoSync  bool         // never fsync (tests and benchmarks)
 	Workers int          // verifying goroutines; 0: GOMAXPROCS
+	// ExpectID, when set, pins the filesystem: a hex prefix (8 digits or
+	// more) its id must start with, or the get is refused before anything
+	// is stored (as ssh pins a host key).
+	ExpectID string
 }
 
 // GetResult is what a get did and where its time went.
 type GetResult struct {
-	Resumed       bool  // the store existed and was extended
-	HeldBefore    int64 // entries held before this run
-	Entries       int64 // entries stored by the stream
-	Blocks        int64 // blocks stored by the stream
-	BytesReceived int64 // stream and final sync, framing included
+	ID            log.Hash // the filesystem id the peer served
+	Resumed       bool     // the store existed and was extended
+	HeldBefore    int64    // entries held before this run
+	Entries       int64    // entries stored by the stream
+	Blocks        int64    // blocks stored by the stream
+	BytesReceived int64    // stream and final sync, framing included
 	Duration      time.Duration
 	// Wall time of each pipeline stage's work (the stages overlap):
 	// reading and splitting frames, verifying (decode, signatures, block
@@ -176,6 +181,11 @@ func GetWithOptions(ctx context.Context, dial DialFunc, addr, dir, name string, 
 		}
 		return res, getNetErr(ctx, addr, err)
 	}
+	if opt.ExpectID != "" && !strings.HasPrefix(wel.FSID.String(), strings.ToLower(opt.ExpectID)) {
+		return res, &userError{fmt.Sprintf("refused: %s serves %s with id %s, not the pinned %s; nothing was stored",
+			addr, name, wel.FSID.String(), opt.ExpectID), ErrDifferentFS}
+	}
+	res.ID = wel.FSID
 	if !localID.IsZero() && wel.FSID != localID {
 		return res, &userError{fmt.Sprintf("peer serves a different filesystem under that name: %s serves %s with id %s, not %s",
 			addr, name, wel.FSID.Short(), localID.Short()), ErrDifferentFS}

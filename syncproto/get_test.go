@@ -241,3 +241,24 @@ func TestProgressPrinter(t *testing.T) {
 		}
 	}
 }
+
+// TestGetPinned: with ExpectID, a peer serving another filesystem id is
+// refused before anything is stored; the right prefix is accepted, and
+// the result names the id.
+func TestGetPinned(t *testing.T) {
+	rng := rand.New(rand.NewSource(seed(t)))
+	src, addr, _ := getSource(t, rng, 1, 20)
+	id := src.r.ID().String()
+	dir := filepath.Join(t.TempDir(), "home", "fs", "test")
+	_, err := GetWithOptions(context.Background(), TCPDial, addr, dir, "test", nil, GetOptions{NoSync: true, ExpectID: "00000000"})
+	if !errors.Is(err, ErrDifferentFS) || !strings.Contains(err.Error(), "not the pinned 00000000") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+	if replica.Exists(dir) {
+		t.Fatal("a refused get stored something")
+	}
+	res, err := GetWithOptions(context.Background(), TCPDial, addr, dir, "test", nil, GetOptions{NoSync: true, ExpectID: strings.ToUpper(id[:12])})
+	if err != nil || res.ID.String() != id {
+		t.Fatalf("right pin: %+v %v", res, err)
+	}
+}

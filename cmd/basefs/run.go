@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -81,8 +82,14 @@ func cmdGet(env *cliEnv, p *parsed) error {
 		}
 		dial = sechan.Dialer(syncproto.TCPDial, func() []byte { return keys[0] })
 	}
+	pin := p.get("id")
+	if pin != "" {
+		if len(pin) < 8 || strings.Trim(strings.ToLower(pin), "0123456789abcdef") != "" {
+			return usagef("--id %q: give at least 8 hex digits of the filesystem id", pin)
+		}
+	}
 	res, err := syncproto.GetWithOptions(ctx, dial, syncAddr, dir, name, syncproto.NewProgressPrinter(env.stderr, isTerm),
-		syncproto.GetOptions{Logger: env.logger()})
+		syncproto.GetOptions{Logger: env.logger(), ExpectID: pin})
 	if errors.Is(err, sechan.ErrNoSecret) {
 		return fmt.Errorf("get %s from %s: the node does not accept this cluster secret (is --encrypt the cluster's key file?)", name, addr)
 	}
@@ -100,6 +107,7 @@ func cmdGet(env *cliEnv, p *parsed) error {
 	}
 	fmt.Fprintf(env.stdout, "fetched %s from %s: %d entries, %d blocks, %s in %s\n", name, addr,
 		res.HeldBefore+res.Entries, res.Blocks, byteCount(res.BytesReceived), res.Duration.Round(time.Millisecond))
+	fmt.Fprintf(env.stdout, "filesystem id %s (pin it on other machines with --id %s)\n", res.ID, res.ID.String()[:16])
 	fmt.Fprintf(env.stdout, "run it with: basefs run %s --bind HOST:PORT\n", name)
 	return nil
 }
