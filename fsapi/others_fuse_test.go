@@ -137,3 +137,27 @@ func TestOwnersByName(t *testing.T) {
 		t.Fatalf("after chgrp root: %q", st.Owner)
 	}
 }
+
+// TestDirLinkCountInMount: stat shows 2 + subdirectories, at once.
+func TestDirLinkCountInMount(t *testing.T) {
+	r := newReplica(t, "")
+	_, dir := mount(t, r, Options{})
+	watchdog(t, 60*time.Second, dir)
+	a := filepath.Join(dir, "a")
+	for _, d := range []string{a, filepath.Join(a, "b"), filepath.Join(a, "c")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(a, "f"), []byte("x"), 0o644)
+	var st syscall.Stat_t
+	if err := syscall.Stat(a, &st); err != nil || st.Nlink != 4 {
+		t.Fatalf("nlink of a dir with 2 subdirectories: %d (%v)", st.Nlink, err)
+	}
+	if err := os.Remove(filepath.Join(a, "c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(a, &st); err != nil || st.Nlink != 3 {
+		t.Fatalf("after rmdir: nlink %d (%v)", st.Nlink, err)
+	}
+}

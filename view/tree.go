@@ -305,8 +305,18 @@ func (v *View) lookup(path string) (Node, bool) {
 		return Node{}, false
 	}
 	n := vn.node
-	if n.Kind == KindFile {
+	switch n.Kind {
+	case KindFile:
 		n.Nlink = 1 + v.linkCount(n.ContentKey(), path)
+	case KindDir:
+		// As on disk: itself, its entry in its parent, and each
+		// subdirectory's "..".
+		n.Nlink = 2
+		for _, c := range vn.children {
+			if c.node.Kind == KindDir {
+				n.Nlink++
+			}
+		}
 	}
 	return n, true
 }

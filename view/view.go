@@ -75,7 +75,7 @@ type Node struct {
 	Content     *log.Content // files
 	Target      string       // symlinks
 	Primary     string       // for a hard link: the path whose content it shows
-	Nlink       int          // files: 1 + hard links to it; dirs: 2
+	Nlink       int          // files: 1 + hard links to it; dirs: 2 + subdirectories
 	Head        log.Hash     // the head entry of the path's history
 	HeadAuthor  [32]byte
 	HeadAction  log.Action

@@ -463,3 +463,21 @@ func TestConcurrentReads(t *testing.T) {
 		<-done
 	}
 }
+
+// TestDirLinkCount: a directory's link count is 2 plus its subdirectories.
+func TestDirLinkCount(t *testing.T) {
+	f := newFixture(t)
+	f.mkdir("root", "/d")
+	f.mkdir("root", "/d/a")
+	f.mkdir("root", "/d/b")
+	f.write("root", "/d/file", "x")
+	for path, want := range map[string]int{"/d": 4, "/d/a": 2, "/": 3} {
+		if n, ok := f.v.Lookup(path); !ok || n.Nlink != want {
+			t.Errorf("%s: nlink %d, want %d", path, n.Nlink, want)
+		}
+	}
+	f.del("root", "/d/b")
+	if n, _ := f.v.Lookup("/d"); n.Nlink != 3 {
+		t.Errorf("/d after rmdir b: nlink %d, want 3", n.Nlink)
+	}
+}
