@@ -40,17 +40,30 @@ func TestSessionsPerHost(t *testing.T) {
 		}
 		idle = append(idle, c)
 	}
-	// The fourth from 127.0.0.1 is refused (once the three are counted).
-	eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return false
+	// Once the server counts the three, the fourth from 127.0.0.1 is
+	// refused.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		svc.Server.mu.Lock()
+		n := svc.Server.perHost["127.0.0.1"]
+		svc.Server.mu.Unlock()
+		if n == 3 {
+			break
 		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		b, _ := io.ReadAll(c)
-		return bytes.Contains(b, []byte("too many sync sessions from 127.0.0.1"))
-	}, func() string { return "a fourth session from one host was not refused" })
+		if time.Now().After(deadline) {
+			t.Fatalf("the server counts %d sessions from 127.0.0.1, want 3", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c4, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	c4.SetDeadline(time.Now().Add(15 * time.Second))
+	if b, _ := io.ReadAll(c4); !bytes.Contains(b, []byte("too many sync sessions from 127.0.0.1")) {
+		t.Fatalf("a fourth session from one host got %q, want a refusal", b)
+	}
 	if svc.Server.Refused() < 1 {
 		t.Fatal("refusal not counted")
 	}
