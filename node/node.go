@@ -543,7 +543,6 @@ func (n *Node) ingest(batch []gossip.Message) {
 	for _, rj := range res.Rejected {
 		n.reject(rj.Reason+" (gossip)", 1)
 	}
-	n.reject(syncproto.UnwantedBlock+" (gossip)", int64(res.Unwanted))
 	if len(res.Rejected) > 0 {
 		for o := range origins {
 			n.g.ReportInvalid(o, len(res.Rejected), errors.New(res.Rejected[0].Reason))

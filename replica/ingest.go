@@ -18,7 +18,6 @@ type IngestResult struct {
 	Entries    int // new entries stored
 	Blocks     int // new blocks stored
 	Duplicates int // entries already held
-	Unwanted   int // blocks no known entry refers to (not stored)
 	Rejected   []Rejection
 }
 
@@ -79,24 +78,21 @@ func (r *Replica) Ingest(entries []*log.Entry, blocks [][]byte) (IngestResult, e
 			res.Rejected = append(res.Rejected, Rejection{e.Hash().String(), "no authority"})
 		}
 	}
-	// Entries first, so the block admission below knows their contents.
+	// Entries first, so the block check below knows their contents.
+	var keepBlocks [][]byte
 	if len(good) > 0 {
 		r.noteContents(good)
-		if r.wanted != nil {
-			for _, e := range good {
-				r.wantContent(e.Content)
-			}
-		}
 	}
-	var keepBlocks [][]byte
-	if len(blocks) > 0 {
-		var unwanted int
-		var tooBig []log.Hash
-		keepBlocks, unwanted, tooBig = r.admitBlocks(blocks)
-		for _, h := range tooBig {
-			res.Rejected = append(res.Rejected, Rejection{h.String(), "block larger than the block size"})
+	for _, b := range blocks {
+		h := log.Sum(b)
+		if r.store.HasBlock(h) {
+			continue
 		}
-		res.Unwanted = unwanted
+		if len(b) > log.BlockSize {
+			res.Rejected = append(res.Rejected, Rejection{h.String(), "block larger than the block size"})
+			continue
+		}
+		keepBlocks = append(keepBlocks, b)
 	}
 	if err := r.store.Append(good, keepBlocks); err != nil {
 		r.mu.Unlock()

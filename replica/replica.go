@@ -70,10 +70,6 @@ type Replica struct {
 	failed error // set when the store and the view disagree after a failed append
 
 	dropUnauthorized bool // Ingest drops entries without standing
-	// wanted: missing blocks that known contents refer to, with their tree
-	// level (see admit.go); nil until first needed.
-	wanted      map[log.Hash]uint8
-	wantedBuilt time.Time // when wanted was last computed afresh
 }
 
 // Update is what listeners hear after entries were stored and applied: the

@@ -90,13 +90,6 @@ func (r *Replica) run(key ed25519.PrivateKey, sync bool, build func(t *txn) erro
 		r.mu.Unlock()
 		return err
 	}
-	if r.wanted != nil {
-		// A revert may reuse a content whose blocks are not all here:
-		// those are wanted from peers (blocks stored above are not).
-		for _, e := range t.entries {
-			r.wantContent(e.Content)
-		}
-	}
 	r.enqueue(Update{Entries: t.entries, Blocks: blockHashes(t.blocks), Changes: t.changes, Local: true})
 	r.mu.Unlock()
 	r.drain()

@@ -138,9 +138,6 @@ func (rc *receiver) flush() error {
 	rc.newEntries += int64(res.Entries)
 	rc.dupEntries += int64(res.Duplicates)
 	rc.newBlocks += int64(res.Blocks)
-	for i := 0; i < res.Unwanted; i++ {
-		rc.reject(UnwantedBlock)
-	}
 	for _, rj := range res.Rejected {
 		rc.reject(rj.Reason)
 		if rc.forged == nil && (rj.Reason == "bad signature" || rj.Reason == "root entry of another filesystem") {
@@ -156,10 +153,6 @@ func (rc *receiver) reject(reason string) {
 	}
 	rc.rejected[reason]++
 }
-
-// UnwantedBlock is the rejection reason of a block no known entry refers
-// to (see replica's block admission).
-const UnwantedBlock = "block no entry refers to"
 
 // isBlockReason reports whether a rejection reason concerns a block.
 func isBlockReason(reason string) bool { return strings.Contains(reason, "block") }
